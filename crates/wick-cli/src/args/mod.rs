@@ -1,0 +1,28 @@
+//! Arguments shared by several subcommands.
+
+use anyhow::Result;
+use clap::Args;
+use wick::candle_core::{DType, Device};
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Local directory, local file, or hub id `org/name[@revision]`.
+    #[arg(long, short)]
+    pub model: String,
+    /// cpu, cuda[:N] or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    pub fn device(&self) -> Result<Device> {
+        Ok(wick::device::parse_device(&self.device)?)
+    }
+
+    pub fn dtype(&self) -> Result<DType> {
+        Ok(wick::device::parse_dtype(&self.dtype)?)
+    }
+}

@@ -1,0 +1,45 @@
+//! The `wick` command-line tool.
+
+mod args;
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "wick", version, about = "Local LoRA fine-tuning, text generation and sentence embeddings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sentence embeddings, one JSON array (or one .npy row) per input text.
+    Embed(commands::embed::EmbedArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Embed(args) => commands::embed::run(args),
+    };
+    if let Err(err) = result {
+        // One line: the chain of causes, outermost first.
+        let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+        eprintln!("error: {}", dedup_chain(chain).join(": "));
+        std::process::exit(1);
+    }
+}
+
+/// Drops causes whose text is already contained in the previous message (thiserror variants
+/// often embed their source).
+fn dedup_chain(chain: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(chain.len());
+    for msg in chain {
+        if out.last().is_some_and(|prev| prev.contains(&msg)) {
+            continue;
+        }
+        out.push(msg);
+    }
+    out
+}

@@ -1,0 +1,80 @@
+//! The library's one error type. Variants are structured so callers (CLI, server) can match on
+//! them; each keeps its source and names the file, tensor or field at fault.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: file not found{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    MissingFile { path: PathBuf, hint: Option<String> },
+
+    #[error("{path}: invalid config: {message}")]
+    BadConfig { path: PathBuf, message: String },
+
+    #[error("{path}: invalid safetensors file: {message}")]
+    BadSafetensors { path: PathBuf, message: String },
+
+    #[error("tensor `{name}` not found in {location}")]
+    MissingTensor { name: String, location: String },
+
+    #[error("tensor `{name}` in {location} has shape {actual:?}, expected {expected:?}")]
+    ShapeMismatch {
+        name: String,
+        location: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+
+    #[error("{path}: unsupported architecture `{model_type}` (supported: {supported})")]
+    UnsupportedArchitecture {
+        path: PathBuf,
+        model_type: String,
+        supported: String,
+    },
+
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    #[error("{path}: cannot load tokenizer: {message}")]
+    TokenizerLoad { path: PathBuf, message: String },
+
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+
+    #[error("invalid argument `{name}`: {message}")]
+    InvalidArgument { name: &'static str, message: String },
+
+    #[error("model `{repo}`: {message}")]
+    Hub { repo: String, message: String },
+
+    #[error("download of {url} failed: {message}")]
+    Download { url: String, message: String },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn bad_config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::BadConfig {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Everything that touches files: model resolution, hub cache, safetensors, tokenizers.
+
+pub mod hub;
+pub mod json;
+pub mod npy;
+pub mod repo;
+pub mod safetensors;
+pub mod tokenizer;
+
+pub use repo::ModelFiles;

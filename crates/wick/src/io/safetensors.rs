@@ -1,0 +1,214 @@
+//! Memory-mapped safetensors weights (single file or sharded with an index), with dtype
+//! conversion on load and errors that name the file and tensor.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype as StDtype, Metadata, TensorInfo};
+use safetensors::SafeTensors;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::io::json::read_json;
+use crate::io::ModelFiles;
+
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset where tensor data starts (8-byte length + JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+/// All tensors of a model, possibly spread over several files.
+pub struct SafetensorsWeights {
+    files: Vec<MappedFile>,
+    /// tensor name -> index into `files`
+    owner: HashMap<String, usize>,
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: HashMap<String, String>,
+}
+
+impl SafetensorsWeights {
+    /// Opens `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn open_model(files: &ModelFiles) -> Result<Self> {
+        if let Some(index_path) = files.get("model.safetensors.index.json")? {
+            let index: ShardIndex = read_json(&index_path)?;
+            let mut shard_names: Vec<&String> = index.weight_map.values().collect();
+            shard_names.sort();
+            shard_names.dedup();
+            let paths = shard_names
+                .into_iter()
+                .map(|name| files.require(name))
+                .collect::<Result<Vec<_>>>()?;
+            return Self::open(&paths);
+        }
+        Self::open(&[files.require("model.safetensors")?])
+    }
+
+    /// Maps the given files. Each is validated (header, offsets, total length) up front, so a
+    /// truncated download fails here rather than when a tensor is read.
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut owner = HashMap::new();
+        for (i, path) in paths.iter().enumerate() {
+            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            // SAFETY: the file is opened read-only; like every mmap-based loader we rely on the
+            // user not truncating model files while they are in use.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| Error::BadSafetensors {
+                    path: path.clone(),
+                    message: describe_error(&e, mmap.len()),
+                })?;
+            for name in metadata.tensors().keys() {
+                owner.insert(name.clone(), i);
+            }
+            files.push(MappedFile {
+                path: path.clone(),
+                mmap,
+                data_start: 8 + header_len,
+                metadata,
+            });
+        }
+        Ok(SafetensorsWeights { files, owner })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.owner.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.owner.keys().map(String::as_str)
+    }
+
+    fn location(&self) -> String {
+        match self.files.as_slice() {
+            [one] => one.path.display().to_string(),
+            many => format!("{} safetensors shards", many.len()),
+        }
+    }
+
+    /// Loads `name`, checks its shape, converts to `dtype` and moves it to `device`.
+    pub fn load(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let Some(&i) = self.owner.get(name) else {
+            return Err(Error::MissingTensor {
+                name: name.to_string(),
+                location: self.location(),
+            });
+        };
+        let file = &self.files[i];
+        let info = file.metadata.info(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            location: file.path.display().to_string(),
+        })?;
+        if info.shape != shape {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                location: file.path.display().to_string(),
+                expected: shape.to_vec(),
+                actual: info.shape.clone(),
+            });
+        }
+        let tensor = self.raw_tensor(file, name, info)?;
+        Ok(tensor.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    fn raw_tensor(&self, file: &MappedFile, name: &str, info: &TensorInfo) -> Result<Tensor> {
+        let (start, end) = info.data_offsets;
+        let bytes = &file.mmap[file.data_start + start..file.data_start + end];
+        let dtype = match info.dtype {
+            StDtype::F32 => DType::F32,
+            StDtype::F16 => DType::F16,
+            StDtype::BF16 => DType::BF16,
+            StDtype::F64 => DType::F64,
+            StDtype::I64 => DType::I64,
+            StDtype::U32 => DType::U32,
+            StDtype::U8 => DType::U8,
+            other => {
+                return Err(Error::BadSafetensors {
+                    path: file.path.clone(),
+                    message: format!("tensor `{name}` has unsupported dtype {other:?}"),
+                })
+            }
+        };
+        Ok(Tensor::from_raw_buffer(
+            bytes,
+            dtype,
+            &Shape::from(info.shape.clone()).into_dims(),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+fn describe_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::MetadataIncompleteBuffer => {
+            format!("file is truncated or padded ({file_len} bytes do not match its header)")
+        }
+        E::HeaderTooSmall | E::InvalidHeaderLength => {
+            format!("file is truncated or not safetensors ({file_len} bytes, header incomplete)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A view of the weights under a name prefix, used by model constructors
+/// (`vb.pp("encoder").pp("layer.0").get(&[384, 384], "weight")`).
+#[derive(Clone)]
+pub struct WeightView {
+    weights: Arc<SafetensorsWeights>,
+    prefix: String,
+    dtype: DType,
+    device: Device,
+}
+
+impl WeightView {
+    pub fn new(weights: Arc<SafetensorsWeights>, dtype: DType, device: &Device) -> Self {
+        WeightView {
+            weights,
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+        }
+    }
+
+    /// Pushes one path component.
+    pub fn pp(&self, name: impl AsRef<str>) -> Self {
+        let mut next = self.clone();
+        next.prefix = self.path(name.as_ref());
+        next
+    }
+
+    fn path(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.path(name))
+    }
+
+    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        self.weights
+            .load(&self.path(name), shape, self.dtype, &self.device)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}

@@ -1,0 +1,6 @@
+//! The op layer: each hot op has a fast path (`op`) that dispatches per device, and a
+//! `op_reference` built from candle primitives that is the spec and the fallback.
+
+pub mod attention;
+pub mod layer_norm;
+pub mod softmax;
