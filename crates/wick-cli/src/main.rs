@@ -6,7 +6,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "wick", version, about = "Local LoRA fine-tuning, text generation and sentence embeddings")]
+#[command(
+    name = "wick",
+    version,
+    about = "Local LoRA fine-tuning, text generation and sentence embeddings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -47,7 +47,8 @@ fn metal_device(ordinal: usize) -> Result<Device> {
 #[cfg(not(feature = "metal"))]
 fn metal_device(_ordinal: usize) -> Result<Device> {
     Err(Error::Unsupported(
-        "this wick was built without Metal support; rebuild with `--features metal` on macOS".into(),
+        "this wick was built without Metal support; rebuild with `--features metal` on macOS"
+            .into(),
     ))
 }
 

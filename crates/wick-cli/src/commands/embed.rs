@@ -196,7 +196,7 @@ impl Progress {
             Progress::Hidden => {}
             Progress::Bar(bar) => bar.set_position(done as u64),
             Progress::Lines { total, next } => {
-                if done >= *next {
+                if done >= *next || done == *total {
                     eprintln!("embedded {done}/{total}");
                     *next = done + (*total / 10).max(1);
                 }

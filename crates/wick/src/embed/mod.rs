@@ -103,6 +103,14 @@ impl Embedder {
         })
     }
 
+    /// Number of tokens each text is given to the model (after special tokens and truncation).
+    pub fn token_counts(&self, texts: &[&str]) -> Result<Vec<usize>> {
+        Ok(encode_all(&self.tokenizer, texts)?
+            .iter()
+            .map(Vec::len)
+            .collect())
+    }
+
     pub fn embed(&self, texts: &[&str], opts: &EmbedOptions) -> Result<Vec<Vec<f32>>> {
         self.embed_with_progress(texts, opts, |_| {})
     }
@@ -124,7 +132,10 @@ impl Embedder {
         let ids = match &opts.prefix {
             Some(prefix) => {
                 let owned: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
-                encode_all(&self.tokenizer, &owned.iter().map(String::as_str).collect::<Vec<_>>())?
+                encode_all(
+                    &self.tokenizer,
+                    &owned.iter().map(String::as_str).collect::<Vec<_>>(),
+                )?
             }
             None => encode_all(&self.tokenizer, texts)?,
         };
@@ -168,7 +179,11 @@ impl Embedder {
     }
 }
 
-fn resolve_max_length(files: &ModelFiles, cfg: &BertConfig, requested: Option<usize>) -> Result<usize> {
+fn resolve_max_length(
+    files: &ModelFiles,
+    cfg: &BertConfig,
+    requested: Option<usize>,
+) -> Result<usize> {
     let limit = cfg.max_position_embeddings;
     if let Some(n) = requested {
         if n == 0 || n > limit {

@@ -104,10 +104,17 @@ fn modes_of(cfg: &PoolingConfig) -> Result<Vec<PoolingMode>, String> {
         (cfg.pooling_mode_cls_token, PoolingMode::Cls),
         (cfg.pooling_mode_max_tokens, PoolingMode::Max),
         (cfg.pooling_mode_mean_tokens, PoolingMode::Mean),
-        (cfg.pooling_mode_mean_sqrt_len_tokens, PoolingMode::MeanSqrtLen),
+        (
+            cfg.pooling_mode_mean_sqrt_len_tokens,
+            PoolingMode::MeanSqrtLen,
+        ),
         (cfg.pooling_mode_lasttoken, PoolingMode::LastToken),
     ];
-    let modes: Vec<_> = flags.iter().filter(|(on, _)| *on).map(|(_, m)| *m).collect();
+    let modes: Vec<_> = flags
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, m)| *m)
+        .collect();
     if modes.is_empty() {
         return Err("no pooling mode is enabled".into());
     }
@@ -146,7 +153,10 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, modes: &[PoolingMode]) -> Result<Ten
                 let last = (lengths.squeeze(1)? - 1.0)?.clamp(0.0, (seq - 1) as f64)?;
                 let idx = last.to_dtype(DType::U32)?;
                 let (b, _, d) = hidden.dims3()?;
-                let idx = idx.reshape((b, 1, 1))?.broadcast_as((b, 1, d))?.contiguous()?;
+                let idx = idx
+                    .reshape((b, 1, 1))?
+                    .broadcast_as((b, 1, d))?
+                    .contiguous()?;
                 hidden.gather(&idx, 1)?.squeeze(1)?
             }
         };
@@ -157,7 +167,11 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, modes: &[PoolingMode]) -> Result<Ten
 
 /// Divides each row by its L2 norm (rows of zeros stay zero).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
     Ok(x.broadcast_div(&norm)?)
 }
 
@@ -194,7 +208,14 @@ mod tests {
 
     #[test]
     fn cls_and_last_token_follow_the_mask() {
-        let out = rows(pool(&hidden(), &mask(), &[PoolingMode::Cls, PoolingMode::LastToken]).unwrap());
+        let out = rows(
+            pool(
+                &hidden(),
+                &mask(),
+                &[PoolingMode::Cls, PoolingMode::LastToken],
+            )
+            .unwrap(),
+        );
         assert_eq!(out, vec![vec![1., 2., 5., 6.], vec![-1., 0., 7., -8.]]);
     }
 
@@ -208,6 +229,9 @@ mod tests {
     #[test]
     fn normalize_gives_unit_rows() {
         let x = Tensor::from_slice(&[3f32, 4., 0., 0.], (2, 2), &Device::Cpu).unwrap();
-        assert_eq!(rows(l2_normalize(&x).unwrap()), vec![vec![0.6, 0.8], vec![0., 0.]]);
+        assert_eq!(
+            rows(l2_normalize(&x).unwrap()),
+            vec![vec![0.6, 0.8], vec![0., 0.]]
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use ureq::{http::Response, Body};
 
 use crate::error::{Error, Result};
 
@@ -54,16 +55,6 @@ impl HubConfig {
         }
     }
 
-    pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    pub fn with_offline(mut self, offline: bool) -> Self {
-        self.offline = offline;
-        self
-    }
-
     /// Reads HF_ENDPOINT, HF_HUB_CACHE, HF_HOME, HF_TOKEN (else the token file written by
     /// `hf auth login`) and HF_HUB_OFFLINE from the process environment.
     pub fn from_env() -> Self {
@@ -75,7 +66,6 @@ impl HubConfig {
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Self {
         let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let home = var("HOME")
-            .or_else(|| var("USERPROFILE"))
             .map(PathBuf::from)
             .or_else(std::env::home_dir)
             .unwrap_or_else(std::env::temp_dir);
@@ -88,23 +78,18 @@ impl HubConfig {
             .map(&expand)
             .unwrap_or_else(|| home.join(".cache").join("huggingface"));
         let cache_dir = var("HF_HUB_CACHE")
-            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
             .map(&expand)
             .unwrap_or_else(|| hf_home.join("hub"));
         let token_file = var("HF_TOKEN_PATH")
             .map(&expand)
             .unwrap_or_else(|| hf_home.join("token"));
         let token = var("HF_TOKEN")
-            .or_else(|| var("HUGGING_FACE_HUB_TOKEN"))
             .or_else(|| fs::read_to_string(token_file).ok())
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
-        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        });
+        let truthy = ["1", "true", "yes", "on"];
+        let offline = var("HF_HUB_OFFLINE")
+            .is_some_and(|v| truthy.contains(&v.trim().to_ascii_lowercase().as_str()));
         let endpoint = var("HF_ENDPOINT").unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         HubConfig {
             token,
@@ -196,15 +181,21 @@ impl HubRepo {
     }
 
     fn download(&self, cfg: &HubConfig, dir: &Path, filename: &str) -> Result<Option<PathBuf>> {
-        let url = format!(
-            "{}/{}/resolve/{}/{}",
-            cfg.endpoint,
-            self.repo_id,
+        let (rev, file) = (
             percent_encode(&self.revision, false),
-            percent_encode(filename, true)
+            percent_encode(filename, true),
         );
-        let Some((response, commit, etag)) = self.open(cfg, dir, &url, filename)? else {
-            return Ok(None);
+        let url = format!("{}/{}/resolve/{rev}/{file}", cfg.endpoint, self.repo_id);
+        let (response, commit, etag) = match self.open(cfg, &url, filename)? {
+            Fetched::File(response, commit, etag) => (response, commit, etag),
+            Fetched::Missing(commit) => {
+                // Remember the absence so offline mode can answer it later.
+                if let Some(commit) = commit {
+                    write_file(&dir.join(".no_exist").join(&commit).join(filename), "")?;
+                    self.write_ref(dir, &commit)?;
+                }
+                return Ok(None);
+            }
         };
         let blob = dir.join("blobs").join(&etag);
         // Another revision may already have fetched these bytes.
@@ -213,66 +204,65 @@ impl HubRepo {
         }
         let snap = dir.join("snapshots").join(&commit).join(filename);
         link_snapshot(&blob, &snap, &etag, filename)?;
-        if commit != self.revision {
-            write_ref(dir, &self.revision, &commit)?;
-        }
+        self.write_ref(dir, &commit)?;
         Ok(Some(snap))
+    }
+
+    /// Records which commit a branch or tag resolved to (a commit revision needs no ref).
+    fn write_ref(&self, dir: &Path, commit: &str) -> Result<()> {
+        let path = dir.join("refs").join(&self.revision);
+        if self.revision == commit || fs::read_to_string(&path).is_ok_and(|c| c.trim() == commit) {
+            return Ok(());
+        }
+        write_file(&path, commit)
     }
 
     /// GETs `url`, following redirects by hand: an LFS file redirects to a CDN whose headers
     /// describe the CDN object, so the commit and etag must come from the hub's own response.
-    /// Returns None for a file the repo does not have.
-    fn open(&self, cfg: &HubConfig, dir: &Path, url: &str, filename: &str) -> Result<Option<Hit>> {
-        let dl_error = |message: String| Error::Download {
-            url: url.to_string(),
-            message,
-        };
+    fn open(&self, cfg: &HubConfig, url: &str, filename: &str) -> Result<Fetched> {
+        let fail = |message: String| download_error(url, message);
         let mut current = url.to_string();
         let (mut commit, mut etag) = (None::<String>, None::<String>);
         for _ in 0..=MAX_REDIRECTS {
             let mut request = agent().get(&current);
-            if let Some(token) = &cfg.token {
-                if origin(&current) == origin(&cfg.endpoint) {
-                    request = request.header("Authorization", format!("Bearer {token}"));
-                }
+            if let Some(token) = cfg
+                .token
+                .as_ref()
+                .filter(|_| same_origin(&current, &cfg.endpoint))
+            {
+                request = request.header("Authorization", format!("Bearer {token}"));
             }
-            let response = request.call().map_err(|e| {
-                dl_error(format!(
-                    "{e} (set HF_HUB_OFFLINE=1 to use only cached files)"
-                ))
-            })?;
+            let offline_hint = "(HF_HUB_OFFLINE=1 uses cached files only)";
+            let response = request
+                .call()
+                .map_err(|e| fail(format!("{e} {offline_hint}")))?;
             let head = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
-            if commit.is_none() {
-                if let Some(c) = head("x-repo-commit") {
-                    if !is_safe_name(c) {
-                        return Err(dl_error(format!("invalid X-Repo-Commit header `{c}`")));
-                    }
-                    commit = Some(c.to_string());
-                    etag = head("x-linked-etag")
-                        .or_else(|| head("etag"))
-                        .map(normalize_etag);
+            if let (None, Some(c)) = (&commit, head("x-repo-commit")) {
+                if !is_safe_name(c) {
+                    return Err(fail(format!("invalid X-Repo-Commit header `{c}`")));
                 }
+                commit = Some(c.to_string());
+                etag = head("x-linked-etag")
+                    .or_else(|| head("etag"))
+                    .map(normalize_etag);
             }
             let status = response.status().as_u16();
             let code = head("x-error-code").unwrap_or("");
-            let detail = head("x-error-message")
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
+            let why = head("x-error-message").or(Some(code).filter(|c| !c.is_empty()));
+            let why = why.map(|m| format!(" ({m})")).unwrap_or_default();
             match status {
                 200..=299 => {
-                    let no_meta = "is the endpoint a Hugging Face hub?";
-                    let commit = commit.ok_or_else(|| {
-                        dl_error(format!("response has no X-Repo-Commit header ({no_meta})"))
-                    })?;
-                    let etag = etag.filter(|e| is_safe_name(e)).ok_or_else(|| {
-                        dl_error(format!("response has no usable ETag header ({no_meta})"))
-                    })?;
-                    return Ok(Some((response, commit, etag)));
+                    let not_hub = "is the endpoint a Hugging Face hub?";
+                    let commit =
+                        commit.ok_or_else(|| fail(format!("no X-Repo-Commit; {not_hub}")))?;
+                    let etag = etag.filter(|e| is_safe_name(e));
+                    let etag = etag.ok_or_else(|| fail(format!("no usable ETag; {not_hub}")))?;
+                    return Ok(Fetched::File(response, commit, etag));
                 }
                 301 | 302 | 303 | 307 | 308 => {
                     let location = head("location").unwrap_or("");
                     current = resolve_location(&current, location).ok_or_else(|| {
-                        dl_error(format!("HTTP {status} with unusable Location `{location}`"))
+                        fail(format!("HTTP {status} to bad Location `{location}`"))
                     })?;
                 }
                 404 if code == "RepoNotFound" => {
@@ -281,64 +271,40 @@ impl HubRepo {
                 404 if code == "RevisionNotFound" => {
                     return Err(self.error(format!("revision `{}` not found", self.revision)));
                 }
-                404 => {
-                    // Remember the absence so offline mode can answer it later.
-                    if let Some(commit) = &commit {
-                        let marker = dir.join(".no_exist").join(commit).join(filename);
-                        let _ = create_parent(&marker).and_then(|_| write_file(&marker, ""));
-                        if commit != &self.revision {
-                            write_ref(dir, &self.revision, commit)?;
-                        }
-                    }
-                    return Ok(None);
-                }
+                404 => return Ok(Fetched::Missing(commit)),
                 401 | 403 => {
                     let hint = match cfg.token {
-                        Some(_) => "the token in HF_TOKEN does not grant access to it",
-                        None => {
-                            "if it is private or gated, set HF_TOKEN to a token that can read it"
-                        }
-                    };
-                    let code = if code.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" {code}")
+                        Some(_) => "the token in HF_TOKEN does not grant access",
+                        None => "if it is private or gated, set HF_TOKEN to a token with access",
                     };
                     return Err(self.error(format!(
-                        "cannot download {filename}: HTTP {status}{code}{detail}; the repository \
-                         may not exist, or {hint}"
+                        "cannot download {filename}: HTTP {status}{why}; the repository may not \
+                         exist, or {hint}"
                     )));
                 }
-                _ => return Err(dl_error(format!("HTTP {status}{detail}"))),
+                _ => return Err(fail(format!("HTTP {status}{why}"))),
             }
         }
-        Err(dl_error(format!("more than {MAX_REDIRECTS} redirects")))
+        Err(fail(format!("more than {MAX_REDIRECTS} redirects")))
     }
 }
 
-type Hit = (ureq::http::Response<ureq::Body>, String, String);
+/// What the hub answered: the file (response, commit, etag) or no such file (with the commit
+/// when the hub named one).
+enum Fetched {
+    File(Response<Body>, String, String),
+    Missing(Option<String>),
+}
 
 /// Streams the body into `{blob}.incomplete`, checks its length (and sha256 when the etag is
 /// one), then renames it into place, so a blob that exists is always complete.
-fn fetch_body(
-    response: ureq::http::Response<ureq::Body>,
-    blob: &Path,
-    etag: &str,
-    url: &str,
-) -> Result<()> {
-    let dl_error = |message: String| Error::Download {
-        url: url.to_string(),
-        message,
-    };
-    let headers = response.headers();
-    let encoded = headers
-        .get("content-encoding")
-        .is_some_and(|v| v.as_bytes() != b"identity");
+fn fetch_body(response: Response<Body>, blob: &Path, etag: &str, url: &str) -> Result<()> {
+    let fail = |message: String| download_error(url, message);
+    let head = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
     // A decoded body's length differs from Content-Length; we ask for identity, so this is rare.
-    let expected = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-        .filter(|_| !encoded);
+    let encoded = head("content-encoding").is_some_and(|v| v != "identity");
+    let expected = head("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let expected = expected.filter(|_| !encoded);
     create_parent(blob)?;
     let tmp = blob.with_file_name(format!("{etag}.incomplete"));
     let guard = RemoveOnDrop(tmp.clone());
@@ -354,7 +320,7 @@ fn fetch_body(
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(dl_error(match expected {
+                return Err(fail(match expected {
                     Some(exp) if got < exp => format!("{} ({e})", truncated(got, exp)),
                     _ => format!("reading the body failed after {got} bytes: {e}"),
                 }))
@@ -366,20 +332,15 @@ fn fetch_body(
         }
         got += n as u64;
     }
-    match expected {
-        Some(exp) if got < exp => return Err(dl_error(truncated(got, exp))),
-        Some(exp) if got > exp => {
-            return Err(dl_error(format!(
-                "got {got} bytes, Content-Length said {exp}"
-            )))
-        }
-        _ => {}
+    // ureq stops at Content-Length, so a mismatch can only be a short body.
+    if let Some(exp) = expected.filter(|&exp| exp != got) {
+        return Err(fail(truncated(got, exp)));
     }
     if let Some(h) = hasher {
         let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         if digest != etag {
-            return Err(dl_error(format!(
-                "sha256 mismatch: expected {etag}, got {digest}"
+            return Err(fail(format!(
+                "sha256 mismatch: got {digest}, expected {etag}"
             )));
         }
     }
@@ -397,12 +358,8 @@ fn link_snapshot(blob: &Path, snap: &Path, etag: &str, filename: &str) -> Result
     if snap.symlink_metadata().is_ok() {
         fs::remove_file(snap).map_err(|e| Error::io(snap, e))?;
     }
-    let mut target = PathBuf::new();
-    for _ in 0..=filename.split('/').count() {
-        target.push("..");
-    }
-    target.push("blobs");
-    target.push(etag);
+    let ups = std::iter::repeat_n("..", filename.split('/').count() + 1);
+    let target: PathBuf = ups.chain(["blobs", etag]).collect();
     #[cfg(unix)]
     let linked = std::os::unix::fs::symlink(&target, snap).is_ok();
     #[cfg(windows)]
@@ -418,17 +375,14 @@ fn link_snapshot(blob: &Path, snap: &Path, etag: &str, filename: &str) -> Result
     Ok(())
 }
 
-fn write_ref(dir: &Path, revision: &str, commit: &str) -> Result<()> {
-    let path = dir.join("refs").join(revision);
-    if fs::read_to_string(&path).is_ok_and(|c| c.trim() == commit) {
-        return Ok(());
-    }
-    create_parent(&path)?;
-    write_file(&path, commit)
+fn write_file(path: &Path, contents: &str) -> Result<()> {
+    create_parent(path)?;
+    fs::write(path, contents).map_err(|e| Error::io(path, e))
 }
 
-fn write_file(path: &Path, contents: &str) -> Result<()> {
-    fs::write(path, contents).map_err(|e| Error::io(path, e))
+fn download_error(url: &str, message: String) -> Error {
+    let url = url.to_string();
+    Error::Download { url, message }
 }
 
 fn create_parent(path: &Path) -> Result<()> {
@@ -485,23 +439,26 @@ fn is_hex(s: &str, len: usize) -> bool {
 }
 
 fn normalize_etag(raw: &str) -> String {
-    let e = raw.trim();
-    e.strip_prefix("W/")
-        .unwrap_or(e)
-        .trim_matches('"')
-        .to_string()
+    let weak = raw.trim().trim_start_matches("W/");
+    weak.trim_matches('"').to_string()
 }
 
 fn percent_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if keep_slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
         }
     }
     out
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    origin(a) == origin(b)
 }
 
 /// `scheme://host[:port]` of a URL, lowercased.

@@ -30,7 +30,9 @@ impl ModelFiles {
             Some(repo) if !looks_local => Ok(ModelFiles::Hub(repo)),
             _ => Err(Error::MissingFile {
                 path: path.to_path_buf(),
-                hint: Some("not a local file or directory, nor a hub id `org/name[@revision]`".into()),
+                hint: Some(
+                    "not a local file or directory, nor a hub id `org/name[@revision]`".into(),
+                ),
             }),
         }
     }
@@ -50,7 +52,9 @@ impl ModelFiles {
                 let p = dir.join(name);
                 Ok(p.is_file().then_some(p))
             }
-            ModelFiles::File(file) => Ok((file.file_name() == Some(name.as_ref())).then(|| file.clone())),
+            ModelFiles::File(file) => {
+                Ok((file.file_name() == Some(name.as_ref())).then(|| file.clone()))
+            }
             ModelFiles::Hub(repo) => repo.get(name),
         }
     }

@@ -96,7 +96,13 @@ impl SafetensorsWeights {
     }
 
     /// Loads `name`, checks its shape, converts to `dtype` and moves it to `device`.
-    pub fn load(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn load(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let Some(&i) = self.owner.get(name) else {
             return Err(Error::MissingTensor {
                 name: name.to_string(),
@@ -104,10 +110,13 @@ impl SafetensorsWeights {
             });
         };
         let file = &self.files[i];
-        let info = file.metadata.info(name).ok_or_else(|| Error::MissingTensor {
-            name: name.to_string(),
-            location: file.path.display().to_string(),
-        })?;
+        let info = file
+            .metadata
+            .info(name)
+            .ok_or_else(|| Error::MissingTensor {
+                name: name.to_string(),
+                location: file.path.display().to_string(),
+            })?;
         if info.shape != shape {
             return Err(Error::ShapeMismatch {
                 name: name.to_string(),

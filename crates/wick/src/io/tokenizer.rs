@@ -35,5 +35,8 @@ pub fn encode_all(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>
     let encodings = tokenizer
         .encode_batch(texts.to_vec(), true)
         .map_err(|e| Error::Tokenize(e.to_string()))?;
-    Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    Ok(encodings
+        .into_iter()
+        .map(|e| e.get_ids().to_vec())
+        .collect())
 }

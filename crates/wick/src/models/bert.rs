@@ -59,7 +59,8 @@ impl BertConfig {
             });
         }
         let cfg: BertConfig = read_json(path)?;
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(Error::bad_config(
                 path,
                 format!(
@@ -71,7 +72,10 @@ impl BertConfig {
         if cfg.hidden_act != "gelu" {
             return Err(Error::bad_config(
                 path,
-                format!("hidden_act `{}` is unsupported (supported: gelu)", cfg.hidden_act),
+                format!(
+                    "hidden_act `{}` is unsupported (supported: gelu)",
+                    cfg.hidden_act
+                ),
             ));
         }
         if cfg.position_embedding_type != "absolute" {
@@ -154,7 +158,9 @@ impl BertModel {
         let eps = cfg.layer_norm_eps;
         let e = vb.pp("embeddings");
         let embeddings = Embeddings {
-            word: e.pp("word_embeddings").get(&[cfg.vocab_size, h], "weight")?,
+            word: e
+                .pp("word_embeddings")
+                .get(&[cfg.vocab_size, h], "weight")?,
             position: e
                 .pp("position_embeddings")
                 .get(&[cfg.max_position_embeddings, h], "weight")?,
@@ -197,7 +203,10 @@ impl BertModel {
             });
         }
         let e = &self.embeddings;
-        let words = e.word.embedding(&input_ids.flatten_all()?)?.reshape((batch, seq, ()))?;
+        let words = e
+            .word
+            .embedding(&input_ids.flatten_all()?)?
+            .reshape((batch, seq, ()))?;
         // Token type 0 for every token: single-segment inputs.
         let x = words
             .broadcast_add(&e.position.narrow(0, 0, seq)?)?
@@ -244,8 +253,12 @@ impl Layer {
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let ctx = sdpa(&q, &k, &v, Some(bias), 1.0 / (hd as f64).sqrt())?;
         let ctx = ctx.transpose(1, 2)?.reshape((b, s, h))?;
-        let x = self.attn_norm.forward(&(self.attn_out.forward(&ctx)? + x)?)?;
-        let ffn = self.ffn_out.forward(&self.ffn_in.forward(&x)?.gelu_erf()?)?;
+        let x = self
+            .attn_norm
+            .forward(&(self.attn_out.forward(&ctx)? + x)?)?;
+        let ffn = self
+            .ffn_out
+            .forward(&self.ffn_in.forward(&x)?.gelu_erf()?)?;
         Ok(self.ffn_norm.forward(&(ffn + x)?)?)
     }
 }

@@ -6,7 +6,13 @@ use super::softmax::{softmax_last_dim, softmax_last_dim_reference};
 
 /// `softmax(q·kᵀ·scale + bias)·v`. `bias` broadcasts to (batch, heads, q_len, k_len) and holds 0
 /// for visible positions and a large negative value for masked ones.
-pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+pub fn sdpa(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
     let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
     let scores = match bias {
         Some(b) => scores.broadcast_add(b)?,
@@ -48,7 +54,11 @@ mod tests {
             .reshape((1, 1, 1, 11))?;
         let fast = sdpa(&q, &k, &v, Some(&bias), 0.35)?;
         let reference = sdpa_reference(&q, &k, &v, Some(&bias), 0.35)?;
-        let diff = (fast - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = (fast - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max abs diff {diff}");
         Ok(())
     }

@@ -8,7 +8,12 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 }
 
 /// Reference: mean/variance in f32, then scale and shift.
-pub fn layer_norm_reference(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn layer_norm_reference(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
     let dtype = x.dtype();
     let x = x.to_dtype(DType::F32)?;
     let mean = x.mean_keepdim(D::Minus1)?;
@@ -34,7 +39,11 @@ mod tests {
         let b = Tensor::randn(0f32, 0.1, 37, &dev)?;
         let fast = layer_norm(&x, &w, &b, 1e-12)?;
         let reference = layer_norm_reference(&x, &w, &b, 1e-12)?;
-        let diff = (fast - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = (fast - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         assert!(diff < 1e-5, "max abs diff {diff}");
         Ok(())
     }

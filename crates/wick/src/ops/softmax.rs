@@ -33,7 +33,11 @@ mod tests {
         let x = x.broadcast_add(&mask)?;
         let fast = softmax_last_dim(&x)?;
         let reference = softmax_last_dim_reference(&x)?;
-        let diff = (fast - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = (fast - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
         assert!(diff < 1e-6, "max abs diff {diff}");
         Ok(())
     }
