@@ -180,6 +180,7 @@ def main():
             "wick_docs_per_s": wick["docs_per_s"],
             "wick_over_st": wick["docs_per_s"] / st_dps,
             "max_1_minus_cos": max_one_minus_cos(wick_vecs, st_vecs),
+            "max_abs_diff": float(np.abs(wick_vecs - st_vecs).max()),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
