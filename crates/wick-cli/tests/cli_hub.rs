@@ -12,7 +12,13 @@ use testkit::paths::minilm;
 fn wick_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wick"));
     cmd.args(args);
-    for var in ["HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_TOKEN"] {
+    for var in [
+        "HF_ENDPOINT",
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_TOKEN",
+    ] {
         cmd.env_remove(var);
     }
     for (k, v) in env {
@@ -34,10 +40,17 @@ fn hub_id_downloads_into_the_cache_then_works_offline() {
     let server = HubServer::start(minilm()).unwrap();
     let endpoint = server.endpoint();
     let hf_home = tempfile::tempdir().unwrap();
-    let env = [("HF_ENDPOINT", endpoint.as_str()), ("HF_HOME", home(hf_home.path()))];
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", home(hf_home.path())),
+    ];
 
     let from_hub = embed("sentence-transformers/all-MiniLM-L6-v2", &env);
-    assert!(from_hub.status.success(), "{}", String::from_utf8_lossy(&from_hub.stderr));
+    assert!(
+        from_hub.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_hub.stderr)
+    );
     let local = embed(minilm().to_str().unwrap(), &[]);
     assert_eq!(from_hub.stdout, local.stdout, "same files, same vectors");
 
@@ -52,7 +65,11 @@ fn hub_id_downloads_into_the_cache_then_works_offline() {
     drop(server);
     let offline_env = [("HF_HUB_OFFLINE", "1"), ("HF_HOME", home(hf_home.path()))];
     let offline = embed("sentence-transformers/all-MiniLM-L6-v2", &offline_env);
-    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
     assert_eq!(offline.stdout, local.stdout);
 }
 
@@ -81,9 +98,15 @@ fn revision_that_the_hub_lacks_is_a_clear_error() {
     let hf_home = tempfile::tempdir().unwrap();
     let out = embed(
         "org/absent-model",
-        &[("HF_ENDPOINT", endpoint.as_str()), ("HF_HOME", home(hf_home.path()))],
+        &[
+            ("HF_ENDPOINT", endpoint.as_str()),
+            ("HF_HOME", home(hf_home.path())),
+        ],
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("config.json") && stderr.contains("not found"), "{stderr}");
+    assert!(
+        stderr.contains("config.json") && stderr.contains("not found"),
+        "{stderr}"
+    );
 }

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -12,8 +12,9 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::io::json::read_json;
-use crate::io::safetensors::{SafetensorsWeights, WeightView};
+use crate::io::safetensors::SafetensorsWeights;
 use crate::io::tokenizer::{encode_all, load_tokenizer};
+use crate::io::weights::WeightView;
 use crate::io::ModelFiles;
 use crate::models::bert::{BertConfig, BertModel};
 pub use pooling::{PoolingMode, PoolingSpec};

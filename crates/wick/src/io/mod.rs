@@ -6,5 +6,6 @@ pub mod npy;
 pub mod repo;
 pub mod safetensors;
 pub mod tokenizer;
+pub mod weights;
 
 pub use repo::ModelFiles;

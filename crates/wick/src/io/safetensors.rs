@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use memmap2::Mmap;
@@ -13,6 +12,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::io::json::read_json;
+use crate::io::weights::WeightSource;
 use crate::io::ModelFiles;
 
 struct MappedFile {
@@ -169,55 +169,12 @@ fn describe_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
     }
 }
 
-/// A view of the weights under a name prefix, used by model constructors
-/// (`vb.pp("encoder").pp("layer.0").get(&[384, 384], "weight")`).
-#[derive(Clone)]
-pub struct WeightView {
-    weights: Arc<SafetensorsWeights>,
-    prefix: String,
-    dtype: DType,
-    device: Device,
-}
-
-impl WeightView {
-    pub fn new(weights: Arc<SafetensorsWeights>, dtype: DType, device: &Device) -> Self {
-        WeightView {
-            weights,
-            prefix: String::new(),
-            dtype,
-            device: device.clone(),
-        }
+impl WeightSource for SafetensorsWeights {
+    fn contains(&self, name: &str) -> bool {
+        SafetensorsWeights::contains(self, name)
     }
 
-    /// Pushes one path component.
-    pub fn pp(&self, name: impl AsRef<str>) -> Self {
-        let mut next = self.clone();
-        next.prefix = self.path(name.as_ref());
-        next
-    }
-
-    fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.weights.contains(&self.path(name))
-    }
-
-    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
-        self.weights
-            .load(&self.path(name), shape, self.dtype, &self.device)
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        self.load(name, shape, dtype, device)
     }
 }

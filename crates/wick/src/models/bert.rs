@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::io::json::read_json;
-use crate::io::safetensors::WeightView;
+use crate::io::weights::WeightView;
 use crate::nn::Linear;
 use crate::ops::attention::sdpa;
 use crate::ops::layer_norm::layer_norm;

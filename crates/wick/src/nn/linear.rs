@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 
 use crate::error::Result as WickResult;
-use crate::io::safetensors::WeightView;
+use crate::io::weights::WeightView;
 
 #[derive(Clone, Debug)]
 pub struct Linear {
