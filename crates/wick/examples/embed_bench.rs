@@ -8,6 +8,11 @@
 //! harness times sentence-transformers in-process.
 
 use std::error::Error;
+
+// Model inference allocates and frees large activation buffers every layer; glibc malloc returns
+// them to the OS and page-faults them back in each time, mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::time::Instant;
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -12,6 +12,7 @@ use crate::io::weights::WeightView;
 use crate::nn::Linear;
 use crate::ops::attention::sdpa;
 use crate::ops::layer_norm::layer_norm;
+use crate::ops::linear::{linear, Activation};
 
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert"];
 
@@ -248,17 +249,19 @@ impl Layer {
         let (b, s, h) = x.dims3()?;
         let (heads, hd) = (cfg.num_attention_heads, cfg.head_dim());
         // (b, s, 3, heads, hd) -> three (b, heads, s, hd)
-        let qkv = self.qkv.forward(x)?.reshape((b, s, 3, heads, hd))?;
+        let qkv = dense(&self.qkv, x, Activation::Identity)?.reshape((b, s, 3, heads, hd))?;
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2);
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let ctx = sdpa(&q, &k, &v, Some(bias), 1.0 / (hd as f64).sqrt())?;
         let ctx = ctx.transpose(1, 2)?.reshape((b, s, h))?;
-        let x = self
-            .attn_norm
-            .forward(&(self.attn_out.forward(&ctx)? + x)?)?;
-        let ffn = self
-            .ffn_out
-            .forward(&self.ffn_in.forward(&x)?.gelu_erf()?)?;
+        let attn = dense(&self.attn_out, &ctx, Activation::Identity)?;
+        let x = self.attn_norm.forward(&(attn + x)?)?;
+        let ffn = dense(&self.ffn_in, &x, Activation::GeluErf)?;
+        let ffn = dense(&self.ffn_out, &ffn, Activation::Identity)?;
         Ok(self.ffn_norm.forward(&(ffn + x)?)?)
     }
+}
+
+fn dense(l: &Linear, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+    linear(x, l.weight(), l.bias(), act)
 }

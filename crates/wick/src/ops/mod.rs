@@ -3,4 +3,5 @@
 
 pub mod attention;
 pub mod layer_norm;
+pub mod linear;
 pub mod softmax;
