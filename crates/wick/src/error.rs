@@ -23,6 +23,9 @@ pub enum Error {
     #[error("{path}: invalid safetensors file: {message}")]
     BadSafetensors { path: PathBuf, message: String },
 
+    #[error("{path}: invalid GGUF file: {message}")]
+    BadGguf { path: PathBuf, message: String },
+
     #[error("tensor `{name}` not found in {location}")]
     MissingTensor { name: String, location: String },
 

@@ -1,5 +1,8 @@
 //! Everything that touches files: model resolution, hub cache, safetensors, tokenizers.
 
+pub mod gguf;
+pub mod gguf_tokenizer;
+pub mod gguf_weights;
 pub mod hub;
 pub mod json;
 pub mod npy;

@@ -1,0 +1,438 @@
+//! GGUF files (llama.cpp's format): metadata, an HF-style `config.json` built from it, and raw
+//! access to the tensors. Weights in HF names and layout come from `gguf_weights`, the tokenizer
+//! from `gguf_tokenizer`.
+//!
+//! The header is parsed by candle's `gguf_file::Content`; the file is memory-mapped and every
+//! tensor's extent is checked at open, so a truncated download fails here with one clear line.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+use memmap2::Mmap;
+use serde_json::json;
+
+use crate::error::{Error, Result};
+
+mod scan;
+
+/// An open GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    mmap: Mmap,
+    content: Content,
+}
+
+impl GgufFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: read-only mapping; like every mmap-based loader we rely on the user not
+        // truncating model files while they are in use.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let bad = |message: String| Error::BadGguf {
+            path: path.clone(),
+            message,
+        };
+        if mmap.len() < 4 || &mmap[..4] != b"GGUF" {
+            let start = &mmap[..mmap.len().min(4)];
+            return Err(bad(format!(
+                "not a GGUF file (starts with {:?}, expected \"GGUF\")",
+                String::from_utf8_lossy(start)
+            )));
+        }
+        let content = match Content::read(&mut Cursor::new(&mmap[..])) {
+            Ok(content) => content,
+            Err(e) => {
+                // candle rejects a whole file over one tensor of a type it does not know, without
+                // naming the tensor: find it ourselves for the message.
+                if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&mmap) {
+                    return Err(Error::Unsupported(format!(
+                        "{}: tensor `{tensor}` has ggml type {} (id {type_id}), which wick \
+                         cannot read (supported: {SUPPORTED_TYPES})",
+                        path.display(),
+                        scan::ggml_type_name(type_id)
+                    )));
+                }
+                return Err(bad(describe_candle_error(&e, mmap.len())));
+            }
+        };
+        let gguf = GgufFile {
+            path,
+            mmap,
+            content,
+        };
+        gguf.check_extents()?;
+        Ok(gguf)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// candle's parsed header, for what the helpers here do not cover.
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
+    fn check_extents(&self) -> Result<()> {
+        let file_len = self.mmap.len() as u64;
+        for (name, info) in &self.content.tensor_infos {
+            let end = self
+                .content
+                .tensor_data_offset
+                .saturating_add(info.offset)
+                .saturating_add(byte_size(info) as u64);
+            if end > file_len {
+                return Err(Error::BadGguf {
+                    path: self.path.clone(),
+                    message: format!(
+                        "file is truncated: tensor `{name}` ends at byte {end}, the file has \
+                         {file_len}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    // ---- metadata ----
+
+    pub fn metadata(&self) -> &HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.content.metadata.contains_key(key)
+    }
+
+    fn bad_key(&self, key: &str, message: impl std::fmt::Display) -> Error {
+        Error::bad_config(&self.path, format!("metadata `{key}`: {message}"))
+    }
+
+    pub fn value(&self, key: &str) -> Result<&Value> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| self.bad_key(key, "missing"))
+    }
+
+    pub fn get_str(&self, key: &str) -> Result<&str> {
+        match self.value(key)? {
+            Value::String(s) => Ok(s),
+            other => Err(self.bad_key(key, format!("expected a string, found {other:?}"))),
+        }
+    }
+
+    /// Any integer type that fits (files differ in which one they use for counts and ids).
+    pub fn get_u64(&self, key: &str) -> Result<u64> {
+        let value = self.value(key)?;
+        as_u64(value).ok_or_else(|| {
+            self.bad_key(
+                key,
+                format!("expected a non-negative integer, found {}", short(value)),
+            )
+        })
+    }
+
+    pub fn get_u32(&self, key: &str) -> Result<u32> {
+        let v = self.get_u64(key)?;
+        u32::try_from(v).map_err(|_| self.bad_key(key, format!("{v} does not fit in u32")))
+    }
+
+    pub fn get_usize(&self, key: &str) -> Result<usize> {
+        let v = self.get_u64(key)?;
+        usize::try_from(v).map_err(|_| self.bad_key(key, format!("{v} does not fit in usize")))
+    }
+
+    pub fn get_f32(&self, key: &str) -> Result<f32> {
+        match self.value(key)? {
+            Value::F32(v) => Ok(*v),
+            Value::F64(v) => Ok(*v as f32),
+            other => Err(self.bad_key(key, format!("expected a float, found {}", short(other)))),
+        }
+    }
+
+    pub fn get_bool(&self, key: &str) -> Result<bool> {
+        match self.value(key)? {
+            Value::Bool(v) => Ok(*v),
+            other => Err(self.bad_key(key, format!("expected a bool, found {}", short(other)))),
+        }
+    }
+
+    pub fn get_array(&self, key: &str) -> Result<&[Value]> {
+        match self.value(key)? {
+            Value::Array(v) => Ok(v),
+            other => Err(self.bad_key(key, format!("expected an array, found {}", short(other)))),
+        }
+    }
+
+    pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>> {
+        self.get_array(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.as_str()),
+                other => Err(self.bad_key(key, format!("element {i} is {}", short(other)))),
+            })
+            .collect()
+    }
+
+    /// An array of integers of any width (token types are i32, ids may be u32).
+    pub fn get_int_array(&self, key: &str) -> Result<Vec<i64>> {
+        self.get_array(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                as_i64(v).ok_or_else(|| self.bad_key(key, format!("element {i} is {}", short(v))))
+            })
+            .collect()
+    }
+
+    /// `Ok(None)` when `key` is absent; an error when present with the wrong type.
+    pub fn opt<'a, T>(
+        &'a self,
+        key: &str,
+        get: impl Fn(&'a Self, &str) -> Result<T>,
+    ) -> Result<Option<T>> {
+        if self.has(key) {
+            get(self, key).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// `general.architecture` (`llama`, `qwen2`, ...).
+    pub fn architecture(&self) -> Result<&str> {
+        self.get_str("general.architecture")
+    }
+
+    /// `tokenizer.chat_template`, when the file has one.
+    pub fn chat_template(&self) -> Result<Option<&str>> {
+        self.opt("tokenizer.chat_template", Self::get_str)
+    }
+
+    /// An HF `config.json` equivalent for the Llama family, so a config mirror can be built with
+    /// `serde_json::from_value`.
+    pub fn hf_config(&self) -> Result<serde_json::Value> {
+        let arch = self.architecture()?;
+        let (model_type, class) = match arch {
+            "llama" => ("llama", "LlamaForCausalLM"),
+            "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
+            other => {
+                return Err(Error::UnsupportedArchitecture {
+                    path: self.path.clone(),
+                    model_type: other.to_string(),
+                    supported: "llama, qwen2 (GGUF general.architecture)".to_string(),
+                })
+            }
+        };
+        let key = |k: &str| format!("{arch}.{k}");
+        let heads = self.get_usize(&key("attention.head_count"))?;
+        let kv_heads = self
+            .opt(&key("attention.head_count_kv"), Self::get_usize)?
+            .unwrap_or(heads);
+        let vocab_size = match self.tensor_info("token_embd.weight") {
+            Some(info) => info.shape.dims()[0],
+            None => self.get_array("tokenizer.ggml.tokens")?.len(),
+        };
+        if self.tensor_info("rope_freqs.weight").is_some() {
+            // Llama 3.1-style scaled RoPE: llama.cpp stores per-frequency factors we do not map.
+            return Err(Error::Unsupported(format!(
+                "{}: `rope_freqs.weight` (Llama 3.1-style RoPE scaling) is not supported",
+                self.path.display()
+            )));
+        }
+        let mut cfg = json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "hidden_act": "silu",
+            "hidden_size": self.get_usize(&key("embedding_length"))?,
+            "intermediate_size": self.get_usize(&key("feed_forward_length"))?,
+            "num_hidden_layers": self.get_usize(&key("block_count"))?,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "rms_norm_eps": decimal(self.get_f32(&key("attention.layer_norm_rms_epsilon"))?),
+            "rope_theta": decimal(self.opt(&key("rope.freq_base"), Self::get_f32)?.unwrap_or(1e4)),
+            "max_position_embeddings": self.get_usize(&key("context_length"))?,
+            "vocab_size": vocab_size,
+            "tie_word_embeddings": self.tensor_info("output.weight").is_none(),
+        });
+        let obj = cfg.as_object_mut().ok_or_else(|| {
+            Error::bad_config(&self.path, "internal: config is not an object".to_string())
+        })?;
+        if arch == "llama" {
+            obj.insert(
+                "attention_bias".into(),
+                self.tensor_info("blk.0.attn_q.bias").is_some().into(),
+            );
+        }
+        if let Some(head_dim) = self.opt(&key("attention.key_length"), Self::get_usize)? {
+            obj.insert("head_dim".into(), head_dim.into());
+        }
+        for (name, gguf_key) in [
+            ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+            ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+            ("pad_token_id", "tokenizer.ggml.padding_token_id"),
+        ] {
+            if let Some(id) = self.opt(gguf_key, Self::get_u32)? {
+                obj.insert(name.into(), id.into());
+            }
+        }
+        if let Some(kind) = self.opt(&key("rope.scaling.type"), Self::get_str)? {
+            match kind {
+                "none" => {}
+                "linear" => {
+                    let factor = decimal(self.get_f32(&key("rope.scaling.factor"))?);
+                    obj.insert(
+                        "rope_scaling".into(),
+                        json!({"type": "linear", "rope_type": "linear", "factor": factor}),
+                    );
+                }
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "{}: RoPE scaling `{other}` ({}) is not supported",
+                        self.path.display(),
+                        key("rope.scaling.type")
+                    )))
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    // ---- tensors (llama.cpp names, stored layout) ----
+
+    /// Tensor names as stored (llama.cpp names), sorted.
+    pub fn tensor_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .content
+            .tensor_infos
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Type, torch-order shape and offset of a tensor by its llama.cpp name.
+    pub fn tensor_info(&self, gguf_name: &str) -> Option<&TensorInfo> {
+        self.content.tensor_infos.get(gguf_name)
+    }
+
+    /// The stored bytes of a tensor whose type wick can read (checked first).
+    pub(crate) fn raw_bytes(&self, gguf_name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self
+            .tensor_info(gguf_name)
+            .ok_or_else(|| Error::MissingTensor {
+                name: gguf_name.to_string(),
+                location: self.path.display().to_string(),
+            })?;
+        if !is_supported(info.ggml_dtype) {
+            return Err(Error::Unsupported(format!(
+                "{}: tensor `{gguf_name}` has ggml type {:?}, which wick cannot read \
+                 (supported: {SUPPORTED_TYPES})",
+                self.path.display(),
+                info.ggml_dtype
+            )));
+        }
+        // Bounds were checked at open.
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        Ok((info, &self.mmap[start..start + byte_size(info)]))
+    }
+
+    /// A tensor in its stored type and layout (llama.cpp name) on `device`.
+    pub fn qtensor(&self, gguf_name: &str, device: &Device) -> Result<QTensor> {
+        let (info, bytes) = self.raw_bytes(gguf_name)?;
+        self.qtensor_from_bytes(gguf_name, info, bytes, device)
+    }
+
+    pub(crate) fn qtensor_from_bytes(
+        &self,
+        gguf_name: &str,
+        info: &TensorInfo,
+        bytes: &[u8],
+        device: &Device,
+    ) -> Result<QTensor> {
+        // candle reinterprets the bytes as blocks of f16/f32 fields: hand it an aligned slice.
+        let owned;
+        let bytes = if (bytes.as_ptr() as usize).is_multiple_of(8) {
+            bytes
+        } else {
+            owned = bytes.to_vec();
+            &owned
+        };
+        qtensor_from_ggml(info.ggml_dtype, bytes, info.shape.dims().to_vec(), device).map_err(|e| {
+            Error::BadGguf {
+                path: self.path.clone(),
+                message: format!("tensor `{gguf_name}`: {e}"),
+            }
+        })
+    }
+}
+
+/// The ggml types candle's GGUF reader can load (and dequantize).
+pub const SUPPORTED_TYPES: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+fn is_supported(dtype: GgmlDType) -> bool {
+    !matches!(dtype, GgmlDType::Q8_1 | GgmlDType::Q8K)
+}
+
+pub(crate) fn is_float(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+}
+
+/// An f32 as the f64 of its shortest decimal form: 1e-5 stays 1e-5, as in config.json, rather
+/// than becoming 9.999999747378752e-6.
+fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
+fn byte_size(info: &TensorInfo) -> usize {
+    info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::U64(x) => Some(*x),
+        other => as_i64(other).and_then(|x| u64::try_from(x).ok()),
+    }
+}
+
+fn as_i64(v: &Value) -> Option<i64> {
+    Some(match v {
+        Value::U8(x) => *x as i64,
+        Value::I8(x) => *x as i64,
+        Value::U16(x) => *x as i64,
+        Value::I16(x) => *x as i64,
+        Value::U32(x) => *x as i64,
+        Value::I32(x) => *x as i64,
+        Value::I64(x) => *x,
+        Value::U64(x) => i64::try_from(*x).ok()?,
+        _ => return None,
+    })
+}
+
+/// A value for an error message, without dumping a 50k-element array.
+fn short(v: &Value) -> String {
+    match v {
+        Value::Array(a) => format!("an array of {} values", a.len()),
+        Value::String(s) if s.len() > 40 => format!("a string of {} bytes", s.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe_candle_error(e: &candle_core::Error, file_len: usize) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    if first.contains("failed to fill whole buffer") || first.contains("remaining") {
+        format!("file is truncated ({file_len} bytes; the header needs more): {first}")
+    } else {
+        first.to_string()
+    }
+}
