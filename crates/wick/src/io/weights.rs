@@ -36,6 +36,8 @@ pub struct WeightView {
     prefix: String,
     dtype: DType,
     device: Device,
+    /// False when the user asked for a float dtype: quantized tensors are then dequantized.
+    keep_quantized: bool,
 }
 
 impl WeightView {
@@ -45,7 +47,15 @@ impl WeightView {
             prefix: String::new(),
             dtype,
             device: device.clone(),
+            keep_quantized: true,
         }
+    }
+
+    /// A view that dequantizes every tensor to the view's dtype instead of handing out
+    /// quantized ones (`--dtype f32` on a GGUF model).
+    pub fn dequantized(mut self) -> Self {
+        self.keep_quantized = false;
+        self
     }
 
     /// Pushes one path component.
@@ -74,6 +84,9 @@ impl WeightView {
 
     /// The quantized tensor when the source keeps it quantized (see `WeightSource::quantized`).
     pub fn get_quantized(&self, shape: &[usize], name: &str) -> Result<Option<QTensor>> {
+        if !self.keep_quantized {
+            return Ok(None);
+        }
         self.source.quantized(&self.path(name), shape, &self.device)
     }
 
