@@ -3,4 +3,7 @@
 
 pub mod attention;
 pub mod layer_norm;
+pub mod rms_norm;
+pub mod rope;
 pub mod softmax;
+pub mod swiglu;
