@@ -200,3 +200,41 @@ fn missing_weights_name_the_tensor() {
         "{e}"
     );
 }
+
+#[test]
+fn bad_forward_inputs_are_refused_with_the_argument_named() {
+    use candle_core::{DType, Device, Tensor};
+    let m = model("tiny_llama");
+    let dev = Device::Cpu;
+    let ids = Tensor::new(&[[1u32, 2, 3]], &dev).unwrap();
+    let flat_ids = Tensor::new(&[1u32, 2, 3], &dev).unwrap();
+    let e = m.forward_uncached(&flat_ids, None).unwrap_err().to_string();
+    assert!(
+        e.contains("invalid argument `input_ids`") && e.contains("(batch, seq)"),
+        "{e}"
+    );
+    let mask = Tensor::ones((1, 2), DType::U32, &dev).unwrap();
+    let e = m
+        .forward_uncached(&ids, Some(&mask))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`attention_mask`"), "{e}");
+    let mut small = m.new_cache(1, 4).unwrap();
+    m.forward(&ids, None, &mut small).unwrap();
+    let e = m.forward(&ids, None, &mut small).unwrap_err().to_string();
+    assert!(e.contains("overflow the cache of 4"), "{e}");
+    assert_eq!(small.len(), 3, "a refused step leaves the cache as it was");
+    let mut wrong_batch = m.new_cache(2, 8).unwrap();
+    let e = m
+        .forward(&ids, None, &mut wrong_batch)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("batch of 1 for a cache built for 2"), "{e}");
+}
+
+#[test]
+fn model_and_cache_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<wick::models::llama::LlamaModel>();
+    send_sync::<wick::nn::KvCache>();
+}

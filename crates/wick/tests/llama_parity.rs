@@ -286,3 +286,28 @@ fn mistral_sliding_window_matches_transformers_and_decodes() {
         );
     }
 }
+
+/// A prompt fed in two chunks (7 then 5 tokens) through the cache gives the logits of one pass.
+#[test]
+fn chunked_prefill_equals_one_pass() {
+    for case in ["tiny_llama", "tiny_qwen2"] {
+        let m = model(case);
+        let e = Expected::load(case);
+        let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
+        let mut cache = m.new_cache(1, PROMPT_LEN).unwrap();
+        let a = m
+            .forward(&ids.narrow(1, 0, 7).unwrap(), None, &mut cache)
+            .unwrap();
+        let b = m
+            .forward(&ids.narrow(1, 7, 5).unwrap(), None, &mut cache)
+            .unwrap();
+        let got = Tensor::cat(&[a, b], 1).unwrap();
+        let want = e.f32("logits", &[1, PROMPT_LEN, VOCAB]);
+        check(
+            &format!("{case} chunked prefill"),
+            &flat(&got),
+            &flat(&want),
+            TOL,
+        );
+    }
+}

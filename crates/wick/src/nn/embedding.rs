@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Result, Tensor};
 
 use super::linear::{Linear, LinearWeight};
 use crate::error::Result as WickResult;
 use crate::io::weights::WeightView;
+use crate::ops::qmatmul::qmatmul;
 
 #[derive(Clone, Debug)]
 pub enum Embedding {
@@ -51,10 +52,9 @@ impl Embedding {
     pub fn as_linear(&self) -> Result<Linear> {
         Ok(match self {
             Embedding::Dense(w) => Linear::new(w.clone(), None),
-            Embedding::Quantized { table, .. } => Linear::from_weight(
-                LinearWeight::Quantized(QMatMul::from_arc(table.clone())?),
-                None,
-            ),
+            Embedding::Quantized { table, .. } => {
+                Linear::from_weight(LinearWeight::Quantized(qmatmul(table.clone())?), None)
+            }
         })
     }
 }

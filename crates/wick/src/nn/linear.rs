@@ -6,6 +6,7 @@ use candle_core::{DType, Module, Result, Tensor};
 
 use crate::error::Result as WickResult;
 use crate::io::weights::WeightView;
+use crate::ops::{self, qmatmul::qmatmul};
 
 /// The frozen base weight of a [`Linear`].
 #[derive(Clone, Debug)]
@@ -33,14 +34,15 @@ impl Linear {
         }
     }
 
-    /// A layer over a quantized (out, in) weight. Float "quantized" tensors (F32/F16/BF16 in a
-    /// GGUF) are dequantized to `dtype` instead: a plain GEMM is faster for them.
+    /// A layer over a quantized (out, in) weight, prepared by `ops::qmatmul` (which may re-block
+    /// it for a faster kernel). Float "quantized" tensors (F32/F16/BF16 in a GGUF) are
+    /// dequantized to `dtype` instead: a plain GEMM is faster for them.
     pub fn from_qtensor(weight: QTensor, bias: Option<Tensor>, dtype: DType) -> Result<Self> {
         let weight = match weight.dtype() {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
                 LinearWeight::Dense(weight.dequantize(&weight.device())?.to_dtype(dtype)?)
             }
-            _ => LinearWeight::Quantized(QMatMul::from_qtensor(weight)?),
+            _ => LinearWeight::Quantized(qmatmul(std::sync::Arc::new(weight))?),
         };
         Ok(Linear { weight, bias })
     }
@@ -106,12 +108,7 @@ impl Module for Linear {
         let x2 = x.reshape((rows, in_dim))?;
         let y = match &self.weight {
             LinearWeight::Dense(w) => x2.matmul(&w.t()?)?,
-            LinearWeight::Quantized(q) => {
-                // Quantized kernels take f32 activations on every backend.
-                let dtype = x2.dtype();
-                q.forward(&x2.to_dtype(DType::F32)?.contiguous()?)?
-                    .to_dtype(dtype)?
-            }
+            LinearWeight::Quantized(q) => ops::qmatmul::forward(q, &x2)?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod layer_norm;
+pub mod qmatmul;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
