@@ -219,6 +219,11 @@ fn bad_forward_inputs_are_refused_with_the_argument_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`attention_mask`"), "{e}");
+    let unknown = Tensor::new(&[[1u32, 256]], &dev).unwrap();
+    assert!(
+        m.forward_uncached(&unknown, None).is_err(),
+        "token 256 of a 256-token vocabulary"
+    );
     let mut small = m.new_cache(1, 4).unwrap();
     m.forward(&ids, None, &mut small).unwrap();
     let e = m.forward(&ids, None, &mut small).unwrap_err().to_string();

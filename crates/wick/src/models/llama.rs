@@ -450,11 +450,16 @@ impl LlamaModel {
             None => Step::fresh(b, s, mask.as_deref()),
         };
         let (cos, sin) = cos_sin(&self.inv_freq, &step.positions(&self.device)?, self.dtype)?;
+        // One mask per attention kind in use (all sliding layers share the configured window).
         let window = self.layers.iter().find_map(|l| l.window);
+        let any_full = self.layers.iter().any(|l| l.window.is_none());
         let ctx = Context {
             cos,
             sin,
-            full_bias: step.attention_bias(None, &self.device)?,
+            full_bias: match any_full {
+                true => step.attention_bias(None, &self.device)?,
+                false => None,
+            },
             window_bias: match window {
                 Some(w) => step.attention_bias(Some(w), &self.device)?,
                 None => None,
