@@ -263,5 +263,9 @@ impl Layer {
 }
 
 fn dense(l: &Linear, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
-    linear(x, l.weight(), l.bias(), act)
+    // BERT weights come from safetensors and are never quantized.
+    let Some(weight) = l.weight() else {
+        candle_core::bail!("BERT layers need float weights")
+    };
+    linear(x, weight, l.bias(), act)
 }

@@ -1,6 +1,7 @@
 //! Pure models: config mirrors of `config.json` and forward passes.
 
 pub mod bert;
+pub mod llama;
 
 use std::path::Path;
 

@@ -1,5 +1,12 @@
-//! Layers wick owns (so later a Linear can carry a LoRA adapter).
+//! Layers wick owns: a Linear that holds a float or quantized weight (and later a LoRA adapter),
+//! embeddings, RMSNorm, and the caller-owned KV cache.
 
+pub mod embedding;
+pub mod kv_cache;
 pub mod linear;
+pub mod rms_norm;
 
-pub use linear::Linear;
+pub use embedding::Embedding;
+pub use kv_cache::{KvCache, Step};
+pub use linear::{Linear, LinearWeight};
+pub use rms_norm::RmsNorm;

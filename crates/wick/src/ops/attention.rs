@@ -1,11 +1,17 @@
-//! Scaled dot-product attention over (batch, heads, seq, head_dim) tensors.
+//! Scaled dot-product attention over (batch, heads, seq, head_dim) tensors, with grouped-query
+//! attention (fewer key/value heads than query heads) and scores/softmax in f32.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
 use super::softmax::{softmax_last_dim, softmax_last_dim_reference};
 
-/// `softmax(q·kᵀ·scale + bias)·v`. `bias` broadcasts to (batch, heads, q_len, k_len) and holds 0
-/// for visible positions and a large negative value for masked ones.
+/// `softmax(q·kᵀ·scale + bias)·v`.
+///
+/// `q` is (batch, heads, q_len, head_dim); `k` and `v` are (batch, kv_heads, k_len, head_dim)
+/// with `heads` a multiple of `kv_heads` (query head `h` reads kv head `h / (heads / kv_heads)`,
+/// as transformers' `repeat_kv`). `k`/`v` may be strided views (a narrowed KV cache): they are
+/// not copied. `bias` holds 0 for visible positions and a large negative value for masked ones;
+/// it broadcasts to (batch, 1, q_len, k_len) (or to (batch, heads, q_len, k_len) without GQA).
 pub fn sdpa(
     q: &Tensor,
     k: &Tensor,
@@ -13,14 +19,52 @@ pub fn sdpa(
     bias: Option<&Tensor>,
     scale: f64,
 ) -> Result<Tensor> {
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let (b, heads, q_len, d) = q.dims4()?;
+    let (_, kv_heads, k_len, _) = k.dims4()?;
+    v.dims4()?;
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        candle_core::bail!("sdpa: {heads} query heads are not a multiple of {kv_heads} kv heads")
+    }
+    let n_rep = heads / kv_heads;
+    let (k, v) = (batched_view(k)?, batched_view(v)?);
+    // Query heads sharing a kv head are adjacent, so grouping them into the row dimension is a
+    // free reshape and K/V are never repeated.
+    let q = q.contiguous()?.reshape((b, kv_heads, n_rep * q_len, d))?;
+    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
     let scores = match bias {
-        Some(b) => scores.broadcast_add(b)?,
         None => scores,
+        Some(bias) if n_rep == 1 => scores.broadcast_add(&bias.to_dtype(DType::F32)?)?,
+        Some(bias) => {
+            if bias.rank() != 4 || bias.dim(1)? != 1 {
+                candle_core::bail!(
+                    "sdpa: a GQA bias must be (batch, 1, q_len, k_len), got {:?}",
+                    bias.shape()
+                )
+            }
+            scores
+                .reshape((b, kv_heads, n_rep, q_len, k_len))?
+                .broadcast_add(&bias.to_dtype(DType::F32)?.unsqueeze(2)?)?
+                .reshape((b, kv_heads, n_rep * q_len, k_len))?
+        }
     };
-    softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
+    let probs = softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+    probs.matmul(&v)?.reshape((b, heads, q_len, d))
 }
 
+/// `t` itself when its (batch, heads) dims fold into one matmul batch stride (a KV cache view
+/// does), else a contiguous copy (e.g. keys transposed straight out of a projection).
+fn batched_view(t: &Tensor) -> Result<Tensor> {
+    let (dims, stride) = (t.dims(), t.stride());
+    let foldable = dims[0] == 1 || dims[1] == 1 || stride[0] == stride[1] * dims[1];
+    let rows_ok = stride[3] == 1 || dims[3] == 1;
+    if foldable && rows_ok {
+        Ok(t.clone())
+    } else {
+        t.contiguous()
+    }
+}
+
+/// Reference: K/V repeated to every query head, plain matmuls, softmax in f32.
 pub fn sdpa_reference(
     q: &Tensor,
     k: &Tensor,
@@ -28,18 +72,41 @@ pub fn sdpa_reference(
     bias: Option<&Tensor>,
     scale: f64,
 ) -> Result<Tensor> {
-    let scores = (q.matmul(&k.t()?)? * scale)?;
+    let heads = q.dim(1)?;
+    let repeat = |t: &Tensor| -> Result<Tensor> {
+        let (b, kv_heads, len, d) = t.dims4()?;
+        t.unsqueeze(2)?
+            .broadcast_as((b, kv_heads, heads / kv_heads, len, d))?
+            .reshape((b, heads, len, d))
+    };
+    let (k, v) = (repeat(k)?, repeat(v)?);
+    let scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
     let scores = match bias {
-        Some(b) => scores.broadcast_add(b)?,
+        Some(b) => scores.broadcast_add(&b.to_dtype(scores.dtype())?)?,
         None => scores,
     };
-    softmax_last_dim_reference(&scores)?.matmul(v)
+    softmax_last_dim_reference(&scores)?.matmul(&v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()
+    }
+
+    fn mask_from(len: usize, masked: usize, dev: &Device) -> Result<Tensor> {
+        Tensor::arange(0u32, len as u32, dev)?
+            .ge(masked as u32)?
+            .to_dtype(DType::F32)?
+            .affine(-1e9, 0.0)
+    }
 
     #[test]
     fn fast_matches_reference_with_padding_bias() -> Result<()> {
@@ -47,19 +114,43 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (2, 3, 11, 8), &dev)?;
         let k = Tensor::randn(0f32, 1.0, (2, 3, 11, 8), &dev)?;
         let v = Tensor::randn(0f32, 1.0, (2, 3, 11, 8), &dev)?;
-        let bias = Tensor::arange(0u32, 11, &dev)?
-            .ge(9u32)?
-            .to_dtype(DType::F32)?
-            .affine(-1e9, 0.0)?
-            .reshape((1, 1, 1, 11))?;
+        let bias = mask_from(11, 9, &dev)?.reshape((1, 1, 1, 11))?;
         let fast = sdpa(&q, &k, &v, Some(&bias), 0.35)?;
         let reference = sdpa_reference(&q, &k, &v, Some(&bias), 0.35)?;
-        let diff = (fast - reference)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        let diff = max_diff(&fast, &reference)?;
         assert!(diff < 1e-5, "max abs diff {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn gqa_over_strided_cache_views_matches_reference() -> Result<()> {
+        let dev = Device::Cpu;
+        // 6 query heads over 2 kv heads; K/V are the first 11 of 16 cache slots; q is strided.
+        let q = Tensor::randn(0f32, 1.0, (2, 5, 6, 8), &dev)?.transpose(1, 2)?;
+        let cache_k = Tensor::randn(0f32, 1.0, (2, 2, 16, 8), &dev)?;
+        let cache_v = Tensor::randn(0f32, 1.0, (2, 2, 16, 8), &dev)?;
+        let (k, v) = (cache_k.narrow(2, 0, 11)?, cache_v.narrow(2, 0, 11)?);
+        let bias = Tensor::stack(&[mask_from(11, 8, &dev)?, mask_from(11, 11, &dev)?], 0)?
+            .reshape((2, 1, 1, 11))?
+            .broadcast_as((2, 1, 5, 11))?
+            .contiguous()?;
+        for bias in [None, Some(&bias)] {
+            let fast = sdpa(&q, &k, &v, bias, 0.3)?;
+            let reference = sdpa_reference(&q, &k, &v, bias, 0.3)?;
+            let diff = max_diff(&fast, &reference)?;
+            assert!(diff < 1e-5, "max abs diff {diff}");
+        }
+        // One query token (decode) and a half-precision run.
+        let q1 = q.narrow(2, 4, 1)?;
+        let diff = max_diff(
+            &sdpa(&q1, &k, &v, None, 0.3)?,
+            &sdpa_reference(&q1, &k, &v, None, 0.3)?,
+        )?;
+        assert!(diff < 1e-5, "decode max abs diff {diff}");
+        let half = |t: &Tensor| t.to_dtype(DType::F16);
+        let h = sdpa(&half(&q1)?, &half(&k)?, &half(&v)?, None, 0.3)?;
+        let diff = max_diff(&h, &sdpa_reference(&q1, &k, &v, None, 0.3)?)?;
+        assert!(diff < 1e-2, "f16 max abs diff {diff}");
         Ok(())
     }
 }

@@ -2,8 +2,12 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// Fast path: candle's fused kernel (CPU/CUDA/Metal).
+/// Fast path: candle's fused kernel (CPU/CUDA/Metal). It has no backward pass in candle 0.11.1,
+/// so a graph that tracks gradients takes the differentiable reference instead.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.track_op() || weight.track_op() || bias.track_op() {
+        return layer_norm_reference(x, weight, bias, eps);
+    }
     candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32)
 }
 

@@ -4,4 +4,8 @@
 pub mod attention;
 pub mod layer_norm;
 pub mod linear;
+pub mod qmatmul;
+pub mod rms_norm;
+pub mod rope;
 pub mod softmax;
+pub mod swiglu;

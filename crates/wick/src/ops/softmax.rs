@@ -2,8 +2,12 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// Fast path: candle's fused last-dim softmax.
+/// Fast path: candle's fused last-dim softmax, which has no backward pass in candle 0.11.1, so a
+/// graph that tracks gradients (LoRA training) takes the differentiable reference instead.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if x.track_op() {
+        return softmax_last_dim_reference(x);
+    }
     candle_nn::ops::softmax_last_dim(&x.contiguous()?)
 }
 

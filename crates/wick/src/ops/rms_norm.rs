@@ -1,0 +1,64 @@
+//! RMSNorm over the last dimension (Llama family): `x / sqrt(mean(x²) + eps) · weight`.
+
+use candle_core::{DType, Result, Tensor, D};
+
+/// Fast path: candle's fused kernel, which has no backward pass in candle 0.11.1, so when the
+/// graph tracks gradients (LoRA training) the differentiable reference runs instead.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if x.track_op() || weight.track_op() {
+        return rms_norm_reference(x, weight, eps);
+    }
+    candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)
+}
+
+/// Reference, as transformers computes it: normalise in f32, cast back, then scale.
+pub fn rms_norm_reference(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x = x.to_dtype(DType::F32)?;
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    normed.to_dtype(dtype)?.broadcast_mul(weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()
+    }
+
+    #[test]
+    fn fast_matches_reference_on_odd_sizes_and_non_contiguous_input() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 3.0, (5, 37, 3), &dev)?.transpose(1, 2)?; // (5, 3, 37) strided
+        let w = Tensor::randn(1f32, 0.1, 37, &dev)?;
+        let diff = max_diff(&rms_norm(&x, &w, 1e-5)?, &rms_norm_reference(&x, &w, 1e-5)?)?;
+        assert!(diff < 1e-5, "f32 max abs diff {diff}");
+        for dtype in [DType::F16, DType::BF16] {
+            let (xd, wd) = (x.to_dtype(dtype)?, w.to_dtype(dtype)?);
+            let diff = max_diff(&rms_norm(&xd, &wd, 1e-5)?, &rms_norm(&x, &w, 1e-5)?)?;
+            assert!(diff < 5e-2, "{dtype:?} max abs diff {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_flow_when_tracked() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::new(&[[1f32, -2.0, 3.0], [0.5, 0.25, -1.0]], &dev)?;
+        let w = Tensor::new(&[1f32, 2.0, 3.0], &dev)?;
+        let y = rms_norm(x.as_tensor(), &w, 1e-6)?;
+        let grads = y.sum_all()?.backward()?;
+        let g = grads
+            .get(x.as_tensor())
+            .map(|g| g.abs()?.sum_all()?.to_scalar::<f32>());
+        assert!(matches!(g, Some(Ok(v)) if v > 0.0), "no gradient reached x");
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! Shared helpers of the llama_* tests: the tiny fixtures written by fixtures/tiny_*/gen.py.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use testkit::paths::fixture;
+use wick::io::safetensors::SafetensorsWeights;
+use wick::io::weights::{WeightSource, WeightView};
+use wick::models::llama::{LlamaConfig, LlamaModel};
+
+pub const PROMPT_LEN: usize = 12;
+pub const SHORT_LEN: usize = 7;
+pub const DECODE_STEPS: usize = 8;
+pub const VOCAB: usize = 256;
+
+pub fn weights(case: &str) -> SafetensorsWeights {
+    SafetensorsWeights::open(&[fixture(case).join("model.safetensors")]).unwrap()
+}
+
+pub fn config(case: &str, file: &str) -> LlamaConfig {
+    LlamaConfig::from_file(&fixture(case).join(file)).unwrap()
+}
+
+pub fn model_from(cfg: &LlamaConfig, source: Arc<dyn WeightSource>, dtype: DType) -> LlamaModel {
+    LlamaModel::new(cfg, &WeightView::new(source, dtype, &Device::Cpu)).unwrap()
+}
+
+pub fn model(case: &str) -> LlamaModel {
+    model_from(
+        &config(case, "config.json"),
+        Arc::new(weights(case)),
+        DType::F32,
+    )
+}
+
+/// The golden tensors of one fixture.
+pub struct Expected(SafetensorsWeights);
+
+impl Expected {
+    pub fn load(case: &str) -> Expected {
+        Expected(SafetensorsWeights::open(&[fixture(case).join("expected.safetensors")]).unwrap())
+    }
+
+    /// An int64 id tensor as u32.
+    pub fn ids(&self, name: &str, shape: &[usize]) -> Tensor {
+        let t = self.0.load(name, shape, DType::I64, &Device::Cpu).unwrap();
+        t.to_dtype(DType::U32).unwrap()
+    }
+
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Tensor {
+        self.0.load(name, shape, DType::F32, &Device::Cpu).unwrap()
+    }
+}
+
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+pub fn fixture_path(case: &str, file: &str) -> std::path::PathBuf {
+    Path::new(&fixture(case)).join(file)
+}
+
+/// Prints the max abs/rel difference and worst index, then asserts every element is within
+/// `atol` (absolute).
+pub fn check(what: &str, got: &[f32], want: &[f32], atol: f32) {
+    let d = testkit::compare::diff(got, want);
+    println!(
+        "{what}: max abs diff {:.3e}, max rel diff {:.3e}, worst index {}",
+        d.max_abs, d.max_rel, d.worst_index
+    );
+    testkit::compare::assert_close(what, got, want, atol, 0.0);
+}
