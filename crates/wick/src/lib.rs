@@ -1,11 +1,12 @@
 //! wick: local LoRA fine-tuning, text generation and sentence embeddings on Candle.
 //!
-//! Layers point down: `io` → `ops` → `nn` → `models` → `embed` (and later `lora`, `train`,
-//! `generate`). See DESIGN.md in the repository for the principles.
+//! Layers point down: `io` → `ops` → `nn` → `models` → `embed`, `generate` (and later `lora`,
+//! `train`). See DESIGN.md in the repository for the principles.
 
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod generate;
 pub mod io;
 pub mod models;
 pub mod nn;

@@ -1,5 +1,7 @@
-//! Everything that touches files: model resolution, hub cache, safetensors, tokenizers.
+//! Everything that touches files: model resolution, hub cache, safetensors, tokenizers, chat
+//! templates.
 
+pub mod chat_template;
 pub mod hub;
 pub mod json;
 pub mod npy;
