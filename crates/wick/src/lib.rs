@@ -13,5 +13,6 @@ pub mod nn;
 pub mod ops;
 
 pub use error::{Error, Result};
-// Re-exported so binaries and tests use the same candle as the library.
+// Re-exported so binaries and tests use the same candle and tokenizers as the library.
 pub use candle_core;
+pub use tokenizers;

@@ -5,13 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use serde_json::{json, Value};
 use tokenizers::Tokenizer;
 use wick::generate::{
-    generate, FinishReason, GenerationConfig, IncrementalDecoder, LanguageModel, SamplingParams,
-    StopStrings,
+    generate, generate_until, FinishReason, GenerationConfig, IncrementalDecoder, LanguageModel,
+    SamplingParams, StopStrings,
 };
 use wick::Error;
 
@@ -510,4 +511,23 @@ fn random_seed_is_reported_and_replays() {
     let mut model = FakeModel::scripted(vec![], 256);
     let (again, _) = run(&mut model, &bl.tok, &[1], &cfg);
     assert_eq!(first.token_ids, again.token_ids);
+}
+
+#[test]
+fn the_callback_can_cancel_generation() {
+    let bl = ByteLevel::new();
+    let mut model = FakeModel::scripted(b"abcdef".iter().map(|&b| b.into()).collect(), 300);
+    let mut seen = Vec::new();
+    let out = generate_until(&mut model, &bl.tok, &[1], &greedy(&[], &[]), |d| {
+        seen.push(d.to_string());
+        if seen.len() == 2 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .unwrap();
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    assert_eq!((out.text.as_str(), out.token_ids.len()), ("ab", 2));
+    assert_eq!(model.calls.len(), 2, "no model call after the cancel");
 }

@@ -9,6 +9,7 @@ pub mod sampler;
 pub mod stop;
 pub mod stream;
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use tokenizers::Tokenizer;
@@ -110,6 +111,21 @@ pub fn generate<M: LanguageModel + ?Sized>(
     config: &GenerationConfig,
     mut on_delta: impl FnMut(&str),
 ) -> Result<GenerationOutput> {
+    generate_until(model, tokenizer, prompt_ids, config, |delta| {
+        on_delta(delta);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`generate`] whose callback can end generation early (a closed pipe, a client that went away)
+/// by returning `Break`; the output then ends with [`FinishReason::Cancelled`].
+pub fn generate_until<M: LanguageModel + ?Sized>(
+    model: &mut M,
+    tokenizer: &Tokenizer,
+    prompt_ids: &[u32],
+    config: &GenerationConfig,
+    mut on_delta: impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<GenerationOutput> {
     config.validate()?;
     let mut sampler = Sampler::new(&config.sampling)?;
     let mut stop = StopConditions::new(&config.eos_token_ids, config.max_tokens, &config.stop)?;
@@ -125,11 +141,13 @@ pub fn generate<M: LanguageModel + ?Sized>(
     let mut decoder = IncrementalDecoder::new(tokenizer, prompt);
     let mut generated: Vec<u32> = Vec::new();
     let mut text = String::new();
+    let mut cancelled = false;
     let mut emit = |piece: &str, text: &mut String| {
-        if !piece.is_empty() {
+        if !piece.is_empty() && !cancelled {
             text.push_str(piece);
-            on_delta(piece);
+            cancelled = on_delta(piece).is_break();
         }
+        cancelled
     };
     let mut finish_reason = loop {
         let history = TokenHistory {
@@ -143,7 +161,9 @@ pub fn generate<M: LanguageModel + ?Sized>(
         }
         let piece = decoder.push(id)?;
         let out = stop.strings_mut().push(&piece);
-        emit(&out.emit, &mut text);
+        if emit(&out.emit, &mut text) {
+            break FinishReason::Cancelled;
+        }
         if out.stopped {
             break FinishReason::Stop;
         }
@@ -152,7 +172,7 @@ pub fn generate<M: LanguageModel + ?Sized>(
         }
         logits = model.forward_last(&[id], prompt.len() + generated.len() - 1)?;
     };
-    if finish_reason != FinishReason::Stop {
+    if matches!(finish_reason, FinishReason::Eos | FinishReason::Length) {
         // Incomplete characters and held-back text; a stop string may still complete here.
         let out = stop.strings_mut().push(&decoder.finish()?);
         emit(&out.emit, &mut text);

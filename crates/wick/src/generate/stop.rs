@@ -18,6 +18,8 @@ pub enum FinishReason {
     Stop,
     /// The token budget or the model's context ran out.
     Length,
+    /// The caller's callback asked to stop.
+    Cancelled,
 }
 
 impl FinishReason {
@@ -26,6 +28,7 @@ impl FinishReason {
             FinishReason::Eos => "eos",
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
         }
     }
 }
