@@ -62,6 +62,16 @@ fn top_p_keeps_the_smallest_nucleus_reaching_p() {
 }
 
 #[test]
+fn top_p_nucleus_larger_than_the_first_candidate_window() {
+    // 1000 equally likely tokens: 301 of them are needed to reach 0.3005; ties go to low ids.
+    let logits = vec![0.5f32; 1000];
+    assert_eq!(
+        survivors(&TopP(0.3005), &logits),
+        (0..301).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn min_p_drops_tokens_below_a_fraction_of_the_best() {
     let logits = from_probs(&[0.1, 0.5, 0.2, 0.2]);
     assert_eq!(survivors(&MinP(0.5), &logits), [1], "threshold 0.25");

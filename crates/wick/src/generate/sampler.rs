@@ -244,17 +244,30 @@ impl LogitsProcessor for TopP {
             return Ok(());
         }
         let mut ids = finite_ids(logits);
-        ids.sort_unstable_by(|&a, &b| rank(logits, a, b));
-        let weights = softmax_weights(logits, &ids);
-        let total: f64 = weights.iter().sum();
-        let (mut mass, mut keep) = (0.0, 0);
-        for w in &weights {
-            keep += 1;
-            mass += w / total;
-            if mass >= f64::from(self.0) {
-                break;
+        let Some(max) = max_finite(logits) else {
+            return Ok(());
+        };
+        let weight = |i: usize| f64::from(logits[i] - max).exp();
+        let total: f64 = ids.iter().map(|&i| weight(i)).sum();
+        // The nucleus is usually small: rank only the best `m` candidates (selection is linear),
+        // widening until they hold enough mass, instead of sorting the whole vocabulary.
+        let mut m = 64.min(ids.len());
+        let keep = loop {
+            if m < ids.len() {
+                ids.select_nth_unstable_by(m - 1, |&a, &b| rank(logits, a, b));
             }
-        }
+            ids[..m].sort_unstable_by(|&a, &b| rank(logits, a, b));
+            let mut mass = 0.0;
+            let crossed = ids[..m].iter().position(|&i| {
+                mass += weight(i) / total;
+                mass >= f64::from(self.0)
+            });
+            match crossed {
+                Some(last) => break last + 1,
+                None if m == ids.len() => break m, // rounding: keep everything
+                None => m = (m * 4).min(ids.len()),
+            }
+        };
         for &i in &ids[keep..] {
             logits[i] = f32::NEG_INFINITY;
         }
@@ -422,15 +435,4 @@ fn max_finite(logits: &[f32]) -> Option<f32> {
         .copied()
         .filter(|l| l.is_finite())
         .reduce(f32::max)
-}
-
-/// Unnormalised probabilities exp(l - max) of `ids`, which must be sorted best first.
-fn softmax_weights(logits: &[f32], ids: &[usize]) -> Vec<f64> {
-    let Some(&best) = ids.first() else {
-        return Vec::new();
-    };
-    let max = logits[best];
-    ids.iter()
-        .map(|&i| f64::from(logits[i] - max).exp())
-        .collect()
 }
