@@ -25,12 +25,18 @@ struct Cli {
 enum Command {
     /// Sentence embeddings, one JSON array (or one .npy row) per input text.
     Embed(commands::embed::EmbedArgs),
+    /// Text generation: streams the completion of PROMPT to stdout, statistics to stderr.
+    Generate(commands::generate::GenerateArgs),
+    /// Multi-turn chat with the model's chat template (reads stdin lines when not a terminal).
+    Chat(commands::chat::ChatArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => commands::embed::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Chat(args) => commands::chat::run(args),
     };
     if let Err(err) = result {
         // One line: the chain of causes, outermost first.

@@ -1,16 +1,18 @@
 //! wick: local LoRA fine-tuning, text generation and sentence embeddings on Candle.
 //!
-//! Layers point down: `io` → `ops` → `nn` → `models` → `embed` (and later `lora`, `train`,
-//! `generate`). See DESIGN.md in the repository for the principles.
+//! Layers point down: `io` → `ops` → `nn` → `models` → `embed`, `generate` (and later `lora`,
+//! `train`). See DESIGN.md in the repository for the principles.
 
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod generate;
 pub mod io;
 pub mod models;
 pub mod nn;
 pub mod ops;
 
 pub use error::{Error, Result};
-// Re-exported so binaries and tests use the same candle as the library.
+// Re-exported so binaries and tests use the same candle and tokenizers as the library.
 pub use candle_core;
+pub use tokenizers;

@@ -1,1 +1,3 @@
+pub mod chat;
 pub mod embed;
+pub mod generate;
