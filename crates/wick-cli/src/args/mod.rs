@@ -12,9 +12,9 @@ pub struct ModelArgs {
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Compute dtype: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    /// Compute dtype: f32, f16 or bf16 (default f32; a GGUF model stays quantized unless given).
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 impl ModelArgs {
@@ -22,7 +22,11 @@ impl ModelArgs {
         Ok(wick::device::parse_device(&self.device)?)
     }
 
-    pub fn dtype(&self) -> Result<DType> {
-        Ok(wick::device::parse_dtype(&self.dtype)?)
+    /// The dtype the user asked for, if any.
+    pub fn dtype(&self) -> Result<Option<DType>> {
+        Ok(match &self.dtype {
+            Some(d) => Some(wick::device::parse_dtype(d)?),
+            None => None,
+        })
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use wick::candle_core::DType;
 use wick::embed::{EmbedOptions, Embedder};
 use wick::io::ModelFiles;
 
@@ -77,7 +78,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let embedder = Embedder::load(
         &files,
         &args.model.device()?,
-        args.model.dtype()?,
+        args.model.dtype()?.unwrap_or(DType::F32),
         args.max_length,
     )
     .with_context(|| format!("loading model {}", files.describe()))?;

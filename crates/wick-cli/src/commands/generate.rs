@@ -6,11 +6,13 @@ use std::ops::ControlFlow;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use wick::generate::load::load_causal_lm;
 use wick::generate::{
     generate_until, GenerationConfig, GenerationDefaults, GenerationOutput, LanguageModel,
     SamplingParams,
 };
 use wick::io::chat_template::{ChatMessage, ChatTemplate};
+use wick::io::ModelFiles;
 use wick::tokenizers::Tokenizer;
 
 use crate::args::ModelArgs;
@@ -145,13 +147,17 @@ pub struct LoadedModel {
 /// Loads a decoder model (safetensors directory, GGUF file or hub id) for generation.
 pub fn load_language_model(args: &ModelArgs) -> Result<LoadedModel> {
     // Bad device or dtype names are reported before anything is read.
-    args.device()?;
-    args.dtype()?;
-    Err(wick::Error::Unsupported(format!(
-        "loading `{}` for text generation: decoder models are not wired into the CLI yet",
-        args.model
-    ))
-    .into())
+    let device = args.device()?;
+    let dtype = args.dtype()?;
+    let files = ModelFiles::resolve(&args.model)?;
+    let loaded = load_causal_lm(&files, &device, dtype)
+        .with_context(|| format!("loading model {}", files.describe()))?;
+    Ok(LoadedModel {
+        model: Box::new(loaded.model),
+        tokenizer: loaded.tokenizer,
+        chat_template: loaded.chat_template,
+        defaults: loaded.defaults,
+    })
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {

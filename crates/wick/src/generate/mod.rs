@@ -4,7 +4,9 @@
 //! The loop is generic over [`LanguageModel`], a small trait a decoder model implements together
 //! with its (caller-owned) KV cache, so this module never depends on a model's internals.
 
+pub mod causal_lm;
 pub mod config;
+pub mod load;
 pub mod sampler;
 pub mod stop;
 pub mod stream;

@@ -1,10 +1,10 @@
 //! Everything that touches files: model resolution, hub cache, safetensors, tokenizers, chat
 //! templates.
 
+pub mod chat_template;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod gguf_weights;
-pub mod chat_template;
 pub mod hub;
 pub mod json;
 pub mod npy;

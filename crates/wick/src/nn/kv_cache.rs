@@ -209,6 +209,40 @@ impl KvCache {
         Some((self.k.get(layer)?, self.v.get(layer)?))
     }
 
+    /// Re-allocates the buffers with room for `max_len` columns, keeping what is cached. Callers
+    /// that don't know the final length grow geometrically, so the copies stay O(n) in total.
+    pub fn grow(&mut self, max_len: usize) -> Result<()> {
+        if max_len <= self.max_len {
+            return Ok(());
+        }
+        let regrow = |old: &Tensor| -> candle_core::Result<Tensor> {
+            let (b, h, _, d) = old.dims4()?;
+            let new = Tensor::zeros((b, h, max_len, d), old.dtype(), old.device())?;
+            if self.len > 0 {
+                new.slice_set(&old.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            }
+            Ok(new)
+        };
+        self.k = self
+            .k
+            .iter()
+            .map(regrow)
+            .collect::<candle_core::Result<_>>()?;
+        self.v = self
+            .v
+            .iter()
+            .map(regrow)
+            .collect::<candle_core::Result<_>>()?;
+        let mut key_pos = vec![PAD; self.batch * max_len];
+        for b in 0..self.batch {
+            key_pos[b * max_len..b * max_len + self.len]
+                .copy_from_slice(&self.key_pos[b * self.max_len..b * self.max_len + self.len]);
+        }
+        self.key_pos = key_pos;
+        self.max_len = max_len;
+        Ok(())
+    }
+
     /// Empties the cache for a new batch, keeping its buffers.
     pub fn reset(&mut self) {
         self.len = 0;
@@ -286,6 +320,31 @@ mod tests {
         t.narrow(2, c, 1)
             .and_then(|t| t.flatten_all()?.to_vec1())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn grow_keeps_cached_columns() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut cache = KvCache::new(1, 1, 1, 2, 2, DType::F32, &dev)?;
+        let kv = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &dev)?;
+        let step = cache.begin(1, 2, None)?;
+        cache.write(0, &step, &kv, &kv)?;
+        cache.commit(step);
+        cache.grow(5)?;
+        assert_eq!(
+            (cache.len(), cache.max_len(), cache.seq_lens()),
+            (2, 5, vec![2])
+        );
+        let next = Tensor::new(&[[[[5f32, 6.]]]], &dev)?;
+        let step = cache.begin(1, 1, None)?;
+        assert_eq!(step.start(), 2);
+        let (k, _) = cache.write(0, &step, &next, &next)?;
+        cache.commit(step);
+        assert_eq!(
+            k.flatten_all()?.to_vec1::<f32>()?,
+            vec![1., 2., 3., 4., 5., 6.]
+        );
+        Ok(())
     }
 
     #[test]
