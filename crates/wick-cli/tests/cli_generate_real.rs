@@ -1,0 +1,133 @@
+//! `wick generate` and `wick chat` on the real SmolLM2-135M-Instruct GGUF, driven as a user would.
+
+#![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use testkit::paths::real_model;
+
+fn gguf() -> String {
+    let path = real_model("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    path.to_str().unwrap().to_string()
+}
+
+fn wick(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wick"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The process may exit before reading stdin; a broken pipe here is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn generate_chat_answers_the_capital_of_france() {
+    let model = gguf();
+    let out = wick(
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--dtype",
+            "f32",
+            "--chat",
+            "--temperature",
+            "0",
+            "What is the capital of France?",
+        ],
+        b"",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    println!("stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+    // Only the completion on stdout; statistics on stderr.
+    assert!(
+        !stdout.contains("tok/s") && !stdout.contains("<|im_start|>"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("prefill") && stderr.contains("decode") && stderr.contains("prompt"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn quantized_generation_with_a_seed_is_reproducible_and_stops_on_a_stop_string() {
+    let model = gguf();
+    let args = [
+        "generate",
+        "--model",
+        &model,
+        "--chat",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "40",
+        "--stop",
+        ".",
+        "Tell me about cats.",
+    ];
+    let a = wick(&args, b"");
+    let b = wick(&args, b"");
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout, "same seed, same text");
+    let text = String::from_utf8_lossy(&a.stdout);
+    assert!(
+        !text.contains('.'),
+        "the stop string is never printed: {text:?}"
+    );
+}
+
+#[test]
+fn chat_reads_turns_from_stdin() {
+    let model = gguf();
+    let out = wick(
+        &[
+            "chat",
+            "--model",
+            &model,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "24",
+        ],
+        b"What is the capital of France?\nAnd of Italy?\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(
+        stdout.contains("Rome"),
+        "second turn sees the history: {stdout}"
+    );
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_a_clear_error() {
+    let model = gguf();
+    let long = "word ".repeat(9000);
+    let out = wick(
+        &["generate", "--model", &model, "--max-tokens", "4", &long],
+        b"",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("context"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
