@@ -65,8 +65,12 @@ fn matches_sentence_transformers_on_varied_texts() {
         }
     }
     println!(
-        "worst cosine {:.8} at text {} ({:?})",
-        worst.0, worst.1, refs[worst.1]
+        "{} texts; worst cosine {:.12} (1 - cos = {:.1e}) at text {} ({:?})",
+        refs.len(),
+        worst.0,
+        1.0 - worst.0,
+        worst.1,
+        refs[worst.1]
     );
     for (i, (a, e)) in got.iter().zip(&g.vectors).enumerate() {
         let c = cosine(a, e);
