@@ -91,15 +91,8 @@ pub fn sdpa_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::max_diff;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()
-    }
 
     fn mask_from(len: usize, masked: usize, dev: &Device) -> Result<Tensor> {
         Tensor::arange(0u32, len as u32, dev)?

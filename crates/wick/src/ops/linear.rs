@@ -199,19 +199,7 @@ fn erf(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::ops::test_util::max_diff;
 
     #[test]
     fn fused_matches_reference_on_odd_sizes() -> Result<()> {
@@ -223,7 +211,7 @@ mod tests {
             let fast = linear(&x, &w, Some(&b), act)?;
             let reference = linear_reference(&x, &w, Some(&b), act)?;
             assert_eq!(fast.dims(), &[3, 7, 53]);
-            let d = max_diff(&fast, &reference);
+            let d = max_diff(&fast, &reference)?;
             assert!(d < 1e-5, "{act:?}: max abs diff {d}");
         }
         Ok(())
@@ -238,12 +226,12 @@ mod tests {
         let d = max_diff(
             &linear(&x, &w, Some(&b), Activation::GeluErf)?,
             &linear_reference(&x, &w, Some(&b), Activation::GeluErf)?,
-        );
+        )?;
         assert!(d < 1e-5, "strided: {d}");
         let d = max_diff(
             &linear(&x, &w, None, Activation::Identity)?,
             &linear_reference(&x, &w, None, Activation::Identity)?,
-        );
+        )?;
         assert!(d < 1e-6, "no bias: {d}");
         Ok(())
     }

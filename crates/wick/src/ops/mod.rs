@@ -9,3 +9,6 @@ pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
+
+#[cfg(test)]
+mod test_util;

@@ -23,15 +23,8 @@ pub fn rms_norm_reference(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tenso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::max_diff;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()
-    }
 
     #[test]
     fn fast_matches_reference_on_odd_sizes_and_non_contiguous_input() -> Result<()> {
