@@ -75,6 +75,12 @@ impl LoraParams {
         self.mode.set_training(on);
     }
 
+    /// `Some(seed)`: training mode with dropout masks drawn afresh from `seed` (one per step
+    /// makes a resumed run draw the same masks); `None`: dropout off (evaluation).
+    pub fn set_dropout_seed(&self, seed: Option<u64>) {
+        self.mode.set_dropout_seed(seed);
+    }
+
     /// With gradients off, adapters run as constants (generation); on after `apply`.
     pub fn set_requires_grad(&self, on: bool) {
         self.mode.set_requires_grad(on);

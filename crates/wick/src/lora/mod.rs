@@ -1,7 +1,8 @@
 //! LoRA, PEFT-compatible: the `adapter_config.json` mirror ([`LoraConfig`]), attaching adapters
 //! to a model's projections ([`apply`], [`load_adapter`]), merging them into the base weights
 //! ([`merge`], [`unmerge`]), saving them as PEFT does ([`save_adapter`]) and writing a merged
-//! model directory ([`merge_to_dir`], behind `wick merge`).
+//! model directory ([`merge_to_dir`], behind `wick merge`). [`LoraLlama`] bundles a model with
+//! its adapters for a trainer.
 //!
 //! The adapters live inside the model's `nn::Linear` layers (`y = x·Wᵀ + b +
 //! scale·(dropout(x)·Aᵀ)·Bᵀ`, base weight frozen, dense or quantized); [`LoraParams`] holds the
@@ -9,7 +10,7 @@
 //!
 //! ```text
 //! let params = lora::apply(&mut model, &cfg, seed)?;   // A Kaiming-uniform, B = 0
-//! params.set_training(true);                           // dropout on (if lora_dropout > 0)
+//! params.set_dropout_seed(Some(step_seed));            // dropout on (if lora_dropout > 0)
 //! let logits = model.forward_uncached(&ids, None)?;    // tracked graph
 //! let grads = loss.backward()?;                        // grads.get(var) for params.vars()
 //! lora::save_adapter(dir, &cfg, &params)?;              // PEFT's files
@@ -23,8 +24,10 @@ pub mod adapter_io;
 pub mod config;
 pub mod export;
 pub mod inject;
+pub mod model;
 
 pub use adapter_io::{load_adapter, save_adapter, CONFIG_FILE, WEIGHTS_FILE};
 pub use config::{LoraConfig, TargetModules};
 pub use export::{merge_to_dir, write_weights, MergeReport};
 pub use inject::{apply, merge, peft_key, remove, unmerge, LoraModule, LoraParams};
+pub use model::LoraLlama;

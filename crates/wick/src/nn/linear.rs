@@ -32,7 +32,7 @@ pub enum LinearWeight {
 pub struct LoraMode {
     training: AtomicBool,
     requires_grad: AtomicBool,
-    seed: u64,
+    seed: AtomicU64,
     draws: AtomicU64,
 }
 
@@ -41,7 +41,7 @@ impl LoraMode {
         LoraMode {
             training: AtomicBool::new(false),
             requires_grad: AtomicBool::new(true),
-            seed,
+            seed: AtomicU64::new(seed),
             draws: AtomicU64::new(0),
         }
     }
@@ -60,6 +60,16 @@ impl LoraMode {
 
     pub fn is_training(&self) -> bool {
         self.training.load(Ordering::Relaxed)
+    }
+
+    /// `Some(seed)`: training mode with dropout masks drawn afresh from `seed` (a trainer passes
+    /// one per step, so a resumed run draws the same masks); `None`: dropout off.
+    pub fn set_dropout_seed(&self, seed: Option<u64>) {
+        if let Some(seed) = seed {
+            self.seed.store(seed, Ordering::Relaxed);
+            self.draws.store(0, Ordering::Relaxed);
+        }
+        self.set_training(seed.is_some());
     }
 }
 
@@ -124,7 +134,7 @@ impl LoraAdapter {
     fn apply_dropout(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.dropout;
         let draw = self.mode.draws.fetch_add(1, Ordering::Relaxed);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.mode.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.mode.seed.load(Ordering::Relaxed));
         rng.set_stream(draw);
         let keep = 1.0 / (1.0 - p);
         let mask: Vec<f32> = (0..x.elem_count())
