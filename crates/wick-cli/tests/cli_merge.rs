@@ -1,6 +1,8 @@
 //! `wick merge` and `--adapter` driven through the real binary: the tiny PEFT fixture merged
 //! gives PEFT's adapter logits; on the real SmolLM2 GGUF, generation with `--adapter` equals
-//! generation from the merged directory, token for token.
+//! generation from the merged directory, token for token, and (with WICK_PYTHON set to a python
+//! with torch + transformers) transformers loads the merged directory, tokenizer included, with
+//! wick's adapter logits.
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
@@ -228,6 +230,7 @@ fn smollm2_generation_with_adapter_equals_the_merged_model() {
         "{}",
         String::from_utf8_lossy(&chat.stderr)
     );
+    transformers_loads_merged(&gguf, &adapter, &merged, tmp.path());
     let err = error_line(&[
         "generate",
         "--model",
@@ -237,4 +240,42 @@ fn smollm2_generation_with_adapter_equals_the_merged_model() {
         "hi",
     ]);
     assert!(err.contains("adapter_config.json"), "{err}");
+}
+
+/// With WICK_PYTHON set: transformers loads the merged directory (weights and the tokenizer
+/// written from GGUF metadata) and gives wick's adapter logits (dequantized base + adapter).
+fn transformers_loads_merged(gguf: &Path, adapter: &Path, merged: &Path, tmp: &Path) {
+    let Some(python) = std::env::var_os("WICK_PYTHON").filter(|p| !p.is_empty()) else {
+        println!("skipped the transformers check of the merged SmolLM2: set WICK_PYTHON");
+        return;
+    };
+    let file = wick::io::gguf::GgufFile::open(gguf).unwrap();
+    let cfg = LlamaConfig::from_value(file.hf_config().unwrap(), gguf).unwrap();
+    let view = WeightView::new(Arc::new(file), DType::F32, &Device::Cpu).dequantized();
+    let mut model = LlamaModel::new(&cfg, &view).unwrap();
+    lora::load_adapter(adapter, &mut model).unwrap();
+    let ids = Tensor::new(
+        &[[1u32, 504, 3575, 282, 4649, 314, 12, 4471, 9, 198]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = model.forward_uncached(&ids, None).unwrap();
+    let path = tmp.join("logits.safetensors");
+    let tensors = std::collections::HashMap::from([
+        ("input_ids".to_string(), ids.to_dtype(DType::I64).unwrap()),
+        ("logits".to_string(), logits),
+    ]);
+    wick::candle_core::safetensors::save(&tensors, &path).unwrap();
+    let script = fixture("lora_peft").join("check_merged.py");
+    let out = Command::new(python)
+        .args([s(&script), s(merged), s(&path), "1e-3"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "check_merged.py failed:\n{text}");
+    println!("{}", text.trim());
 }

@@ -247,9 +247,9 @@ fn merged_directory_has_the_adapter_logits() {
     }
 }
 
-/// `LoraLlama` as a trainer drives it: per-step dropout seeds reproduce masks, `None` turns
-/// dropout off, a few plain SGD steps on the adapters lower the loss, and the saved adapter
-/// reloads with the trained logits.
+/// `LoraLlama` as a trainer drives it: a few plain SGD steps on the adapters lower the loss,
+/// per-step dropout seeds reproduce masks, `None` turns dropout off, and the saved adapter
+/// reloads with the trained logits (in wick, and in PEFT with WICK_PYTHON set).
 #[test]
 fn lora_llama_dropout_seeds_and_a_few_sgd_steps() {
     let mut cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
@@ -290,4 +290,16 @@ fn lora_llama_dropout_seeds_and_a_few_sgd_steps() {
     assert_eq!(back.config().lora_dropout, 0.1);
     let want = flat(&m.logits(&ids, None).unwrap());
     assert_eq!(flat(&back.logits(&ids, None).unwrap()), want);
+    // The trained adapter (A and B both moved) in PEFT.
+    let logits_file = dir.path().join("logits.safetensors");
+    write_logits(&logits_file, &ids, &m.logits(&ids, None).unwrap());
+    if let Some(py) = python("PEFT loads the trained adapter") {
+        let base = fixture("tiny_llama");
+        run_checker(
+            &py,
+            "check_wick_adapter.py",
+            &[&base, dir.path(), &logits_file],
+            &[],
+        );
+    }
 }
