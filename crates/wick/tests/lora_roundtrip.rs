@@ -303,3 +303,34 @@ fn lora_llama_dropout_seeds_and_a_few_sgd_steps() {
         );
     }
 }
+
+/// A bf16 base with f32 adapters (as PEFT keeps them): close to the f32 run, f32 gradients.
+#[test]
+fn bf16_base_keeps_f32_adapters_and_gradients() {
+    let cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
+    let (f32_model, _) = adapted("llama", &cfg);
+    let mut model = llama_common::model_from(
+        &llama_common::config("tiny_llama", "config.json"),
+        std::sync::Arc::new(llama_common::weights("tiny_llama")),
+        DType::BF16,
+    );
+    let params = lora::apply(&mut model, &cfg, 11).unwrap();
+    randomize_b(&params, 3);
+    let logits = model.forward_uncached(&ids(), None).unwrap();
+    assert_eq!(logits.dtype(), DType::BF16);
+    let want = flat(&logits(&f32_model));
+    let d = testkit::compare::diff(&flat(&logits), &want);
+    println!("bf16 vs f32 logits: max abs diff {:.3e}", d.max_abs);
+    assert!(d.max_abs < 0.25, "bf16 vs f32 max abs diff {}", d.max_abs);
+    let labels = PeftCase::load("llama_step0").i64("labels");
+    let grads = causal_lm_loss(&logits.to_dtype(DType::F32).unwrap(), &labels)
+        .backward()
+        .unwrap();
+    for (name, var) in params.named_vars() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!((var.dtype(), g.dtype()), (DType::F32, DType::F32), "{name}");
+        assert!(flat(g).iter().any(|&x| x != 0.0), "{name}: zero gradient");
+    }
+}

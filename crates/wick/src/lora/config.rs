@@ -81,6 +81,12 @@ pub struct LoraConfig {
     pub exclude_modules: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trainable_token_indices: Option<Value>,
+    /// Settings that change the model's structure or forward (PEFT's layer replication,
+    /// activated LoRA); read only to refuse them when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_replication: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alora_invocation_tokens: Option<Value>,
     /// Written as PEFT writes it (`true`: Kaiming-uniform A, zero B); read back but unused.
     #[serde(default = "init_true")]
     pub init_lora_weights: Value,
@@ -131,6 +137,8 @@ impl LoraConfig {
             target_parameters: None,
             exclude_modules: None,
             trainable_token_indices: None,
+            layer_replication: None,
+            alora_invocation_tokens: None,
             init_lora_weights: init_true(),
             inference_mode: false,
         }
@@ -225,6 +233,8 @@ impl LoraConfig {
             ("target_parameters", &self.target_parameters),
             ("exclude_modules", &self.exclude_modules),
             ("trainable_token_indices", &self.trainable_token_indices),
+            ("layer_replication", &self.layer_replication),
+            ("alora_invocation_tokens", &self.alora_invocation_tokens),
         ] {
             if !is_empty(v.as_ref()) {
                 return unsupported(&format!("with {name} set"));
