@@ -314,16 +314,17 @@ fn bf16_base_keeps_f32_adapters_and_gradients() {
         std::sync::Arc::new(llama_common::weights("tiny_llama")),
         DType::BF16,
     );
+    let want = flat(&logits(&f32_model));
     let params = lora::apply(&mut model, &cfg, 11).unwrap();
     randomize_b(&params, 3);
-    let logits = model.forward_uncached(&ids(), None).unwrap();
-    assert_eq!(logits.dtype(), DType::BF16);
-    let want = flat(&logits(&f32_model));
-    let d = testkit::compare::diff(&flat(&logits), &want);
+    let got = model.forward_uncached(&ids(), None).unwrap();
+    assert_eq!(got.dtype(), DType::BF16);
+
+    let d = testkit::compare::diff(&flat(&got), &want);
     println!("bf16 vs f32 logits: max abs diff {:.3e}", d.max_abs);
     assert!(d.max_abs < 0.25, "bf16 vs f32 max abs diff {}", d.max_abs);
     let labels = PeftCase::load("llama_step0").i64("labels");
-    let grads = causal_lm_loss(&logits.to_dtype(DType::F32).unwrap(), &labels)
+    let grads = causal_lm_loss(&got.to_dtype(DType::F32).unwrap(), &labels)
         .backward()
         .unwrap();
     for (name, var) in params.named_vars() {
