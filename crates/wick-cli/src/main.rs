@@ -29,6 +29,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Multi-turn chat with the model's chat template (reads stdin lines when not a terminal).
     Chat(commands::chat::ChatArgs),
+    /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face model directory.
+    Merge(commands::merge::MergeArgs),
 }
 
 fn main() {
@@ -37,6 +39,7 @@ fn main() {
         Command::Embed(args) => commands::embed::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Chat(args) => commands::chat::run(args),
+        Command::Merge(args) => commands::merge::run(args),
     };
     if let Err(err) = result {
         // One line: the chain of causes, outermost first.

@@ -1,6 +1,6 @@
 //! wick: local LoRA fine-tuning, text generation and sentence embeddings on Candle.
 //!
-//! Layers point down: `io` → `ops` → `nn` → `models` → `embed`, `generate` (and later `lora`,
+//! Layers point down: `io` → `ops` → `nn` → `models` → `lora` → `embed`, `generate` (and later
 //! `train`). See DESIGN.md in the repository for the principles.
 
 pub mod device;
@@ -8,6 +8,7 @@ pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod io;
+pub mod lora;
 pub mod models;
 pub mod nn;
 pub mod ops;
