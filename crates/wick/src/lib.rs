@@ -1,7 +1,7 @@
 //! wick: local LoRA fine-tuning, text generation and sentence embeddings on Candle.
 //!
-//! Layers point down: `io` → `ops` → `nn` → `models` → `embed`, `generate` (and later `lora`,
-//! `train`). See DESIGN.md in the repository for the principles.
+//! Layers point down: `io` → `ops` → `nn` → `models` → `embed`, `generate`, `train` (and
+//! later `lora`). See DESIGN.md in the repository for the principles.
 
 pub mod device;
 pub mod embed;
@@ -11,6 +11,7 @@ pub mod io;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod train;
 
 pub use error::{Error, Result};
 // Re-exported so binaries and tests use the same candle and tokenizers as the library.

@@ -1,3 +1,4 @@
 pub mod chat;
 pub mod embed;
 pub mod generate;
+pub mod train;
