@@ -139,7 +139,7 @@ def _plain(first, rest, parent_indent):
     lines, used = [first], 0
     for line in rest:
         s = line.strip()
-        if not s or len(line) - len(line.lstrip(" ")) <= parent_indent or s.startswith("- "):
+        if not s or len(line) - len(line.lstrip(" ")) <= parent_indent:
             break
         lines.append(s)
         used += 1
@@ -160,6 +160,18 @@ def parse_corpus_yaml(text):
             section = line.split(":", 1)[0].strip()
             continue
         if section != "conversations":
+            continue
+        if line.startswith("- ") and not re.match(r"^- +- ", line):
+            # A conversation that is a bare string, not a list (a typo in the corpus): parsed
+            # like PyYAML does, then dropped by to_messages.
+            item = line[2:]
+            rest = lines[i:]
+            if item.startswith(("'", '"')):
+                value, used = _quoted(item[1:], rest, item[0])
+            else:
+                value, used = _plain(item, rest, 0)
+            i += used
+            conversations.append(value)
             continue
         m = re.match(r"^(- )?(\s*)- (.*)$", line)
         if not m:
@@ -190,6 +202,8 @@ def load(path):
 # ---- conversion ------------------------------------------------------------------------------
 
 def to_messages(conversation):
+    if not isinstance(conversation, list):
+        return []
     lines = [str(x).strip() for x in conversation if isinstance(x, (str, int, float))]
     lines = lines[: len(lines) - len(lines) % 2]
     roles = ["user", "assistant"]

@@ -179,3 +179,163 @@ fn too_long_examples_are_counted_and_all_skipped_is_an_error() {
         "{stderr}"
     );
 }
+
+// ---- End to end on the real SmolLM2 (ignored until `build_trainable` builds a LoRA model) ----
+
+fn smol() -> String {
+    real_model("SmolLM2-135M-Instruct")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn chat_data(dir: &Path) -> String {
+    let pairs = [
+        ("Hello", "Hi there!"),
+        ("How are you?", "Very well, thanks."),
+        ("What is your name?", "I am wick."),
+        ("What is the capital of France?", "Paris."),
+        (
+            "Tell me a joke.",
+            "Why did the fox cross the river? To help the owl.",
+        ),
+        ("What is 2 + 2?", "4."),
+        ("Goodbye", "See you soon."),
+        ("What colour is the sky?", "Blue, on a clear day."),
+        ("Do you like music?", "Yes, especially jazz."),
+        ("Where do foxes live?", "At the edge of the forest."),
+    ];
+    let text: String = pairs
+        .iter()
+        .map(|(q, a)| {
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"{q}\"}}, {{\"role\": \"assistant\", \"content\": \"{a}\"}}]}}\n"
+            )
+        })
+        .collect();
+    write(dir, "chat.jsonl", &text)
+}
+
+fn e2e_args<'a>(model: &'a str, data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "--model",
+        model,
+        "--data",
+        data,
+        "--valid-split",
+        "0.2",
+        "--out",
+        out,
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "2",
+        "--save-every",
+        "2",
+        "--eval-every",
+        "3",
+        "--lr",
+        "1e-3",
+        "--warmup-steps",
+        "2",
+        "--max-length",
+        "64",
+        "--seed",
+        "3",
+    ]
+}
+
+fn train_losses(out: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs wick::lora wired into build_trainable"]
+fn cli_trains_and_writes_checkpoints_metrics_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = (smol(), chat_data(dir.path()));
+    let out = dir.path().join("out");
+    let run = wick(&e2e_args(&model, &data, out.to_str().unwrap()));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(train_losses(&out).len(), 6);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.matches("\"kind\":\"valid\"").count(),
+        2,
+        "{metrics}"
+    );
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    for step in [2, 4, 6] {
+        let ckpt = out.join(format!("checkpoint-{step}"));
+        for f in [
+            "adapter_model.safetensors",
+            "optimizer.safetensors",
+            "trainer_state.json",
+        ] {
+            assert!(ckpt.join(f).is_file(), "{} lacks {f}", ckpt.display());
+        }
+    }
+    assert!(out.join("adapter_model.safetensors").is_file());
+    assert!(out.join("train.toml").is_file());
+}
+
+#[test]
+#[ignore = "needs wick::lora wired into build_trainable"]
+fn cli_resume_after_sigkill_ends_with_the_same_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = (smol(), chat_data(dir.path()));
+    let reference = dir.path().join("reference");
+    let run = wick(&e2e_args(&model, &data, reference.to_str().unwrap()));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let out = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wick"))
+        .arg("train")
+        .args(e2e_args(&model, &data, out.to_str().unwrap()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !out
+        .join("checkpoint-2")
+        .join("trainer_state.json")
+        .is_file()
+    {
+        assert!(started.elapsed().as_secs() < 300, "no checkpoint-2");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = wick(&["--resume", out.to_str().unwrap()]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let (got, want) = (train_losses(&out), train_losses(&reference));
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for ((gs, gl), (ws, wl)) in got.iter().zip(&want) {
+        assert_eq!(gs, ws);
+        assert!((gl - wl).abs() <= 1e-5, "step {gs}: {gl} vs {wl}");
+    }
+}

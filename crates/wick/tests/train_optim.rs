@@ -263,3 +263,48 @@ fn non_finite_losses_are_skipped_counted_and_stop_the_run() {
     assert_eq!(trainer.state().nonfinite_steps, 3);
     assert_eq!(trainer.state().optimizer_steps, 2);
 }
+
+/// A frozen bf16 "base" (the embedding, a plain tensor) under an f32 trainable projection that
+/// is cast to bf16 in the forward pass, as a LoRA adapter over a bf16 model is.
+struct Bf16Base {
+    embed: Tensor,
+    proj: candle_core::Var,
+}
+
+impl TrainableModel for Bf16Base {
+    fn logits(&self, ids: &Tensor, _mask: &Tensor) -> wick::Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let h = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        let h = h.reshape((b, s, self.embed.dims()[1]))?.tanh()?;
+        Ok(h.broadcast_matmul(&self.proj.as_tensor().to_dtype(DType::BF16)?)?)
+    }
+    fn trainable(&self) -> Vec<(String, candle_core::Var)> {
+        vec![("proj".into(), self.proj.clone())]
+    }
+    fn device(&self) -> &Device {
+        self.embed.device()
+    }
+}
+
+#[test]
+fn bf16_base_with_f32_trainable_parameters_learns() {
+    let e = expected();
+    let m = Bf16Base {
+        embed: e["init.embed"].to_dtype(DType::BF16).unwrap(),
+        proj: candle_core::Var::from_tensor(&e["init.proj"]).unwrap(),
+    };
+    let cfg = TrainConfig {
+        lr: 0.05,
+        max_steps: Some(30),
+        schedule: ScheduleKind::Constant,
+        shuffle: false,
+        ..TrainConfig::default()
+    };
+    let losses = train_steps(&m, batches(&e)[..1].to_vec(), &cfg).unwrap();
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(
+        losses[29] < 0.7 * losses[0],
+        "the loss should drop on a repeated batch: {losses:?}"
+    );
+    assert_eq!(m.proj.dtype(), DType::F32);
+}
