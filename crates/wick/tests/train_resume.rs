@@ -1,7 +1,7 @@
 //! Checkpoints and resume on the tiny self-contained model of train_common: a run killed with
 //! SIGKILL (at random points, and in the middle of checkpoint writes) and resumed ends with the
 //! same losses and weights as an uninterrupted run, and no half-written checkpoint is ever
-//! picked up.
+//! picked up. The model has dropout, so resume must also reproduce the dropout masks.
 //!
 //! The killed runs are this test binary re-run as a child process (`child_entry` with
 //! CHILD_ENV set), so the kill is a real SIGKILL of a separate process.
@@ -41,8 +41,12 @@ fn config() -> TrainConfig {
 }
 
 /// One training process: resumes from the latest complete checkpoint under `out` if any.
+fn model() -> TinyModel {
+    TinyModel::seeded(VOCAB, HIDDEN, 1).with_dropout(0.2)
+}
+
 fn train_into(out: &Path) -> Vec<Metric> {
-    let model = TinyModel::seeded(VOCAB, HIDDEN, 1);
+    let model = model();
     let (train, valid) = (random_batches(11, VOCAB, 2), random_batches(3, VOCAB, 3));
     let mut trainer = match checkpoint::latest(out).unwrap() {
         Some(dir) => Trainer::resume(&model, config(), train, valid, &dir).unwrap(),
@@ -283,4 +287,46 @@ fn sigkill_during_a_checkpoint_write_leaves_no_half_checkpoint() {
     // Finish the run in-process; it ends where the uninterrupted run ends.
     let got = train_into(out.path());
     assert_same_run(&got, &want);
+}
+
+#[test]
+fn resuming_on_other_data_is_an_error() {
+    let (dir, _) = uninterrupted();
+    let ckpt = checkpoint::latest(dir.path()).unwrap().unwrap();
+    let model = model();
+    let other = random_batches(11, VOCAB, 99);
+    let err = Trainer::resume(&model, config(), other, Vec::new(), &ckpt)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("the checkpoint was made with other training data"),
+        "{err}"
+    );
+    let fewer = random_batches(5, VOCAB, 2);
+    assert!(Trainer::resume(&model, config(), fewer, Vec::new(), &ckpt).is_err());
+    // An output directory without a complete checkpoint has nothing to resume.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty.path().join("checkpoint-3.tmp")).unwrap();
+    let err = checkpoint::resolve_resume(empty.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no complete checkpoint"), "{err}");
+}
+
+#[test]
+fn dropout_follows_the_trainers_seed_and_is_off_for_validation() {
+    let run = |m: &TinyModel| {
+        let (train, valid) = (random_batches(11, VOCAB, 2), random_batches(3, VOCAB, 3));
+        let mut t = Trainer::new(m, config(), train, valid).unwrap();
+        let loss = t.step().unwrap().loss;
+        (loss, t.evaluate().unwrap().unwrap().0)
+    };
+    let plain = TinyModel::seeded(VOCAB, HIDDEN, 1);
+    let (a, b) = (run(&model()), run(&model()));
+    assert_eq!(a, b, "the same seed gives the same masks");
+    let (p_loss, p_valid) = run(&plain);
+    assert_ne!(a.0, p_loss, "dropout is applied in training steps");
+    // The first step runs at lr 0 (warmup), so the weights are still the initial ones.
+    assert_eq!(a.1, p_valid, "no dropout during validation");
 }

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod examples;
 pub mod loss;
@@ -44,6 +45,12 @@ pub trait TrainableModel {
     fn trainable(&self) -> Vec<(String, Var)>;
 
     fn device(&self) -> &Device;
+
+    /// Called before every training forward pass with a seed derived from the run's seed, the
+    /// step and the batch within it, and with `None` before validation. A model with dropout
+    /// draws its masks from this seed (and turns dropout off on `None`), so a resumed run
+    /// draws the same masks without any RNG state in the checkpoint.
+    fn set_dropout_seed(&self, _seed: Option<u64>) {}
 
     /// Writes the adapter into `dir` (for LoRA: PEFT's adapter_config.json and
     /// adapter_model.safetensors). By default the trainable tensors go to [`ADAPTER_WEIGHTS`]

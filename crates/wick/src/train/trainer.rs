@@ -14,108 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::train::batch::{epoch_order, Batch};
 use crate::train::checkpoint;
+pub use crate::train::config::TrainConfig;
 use crate::train::loss::causal_lm_nll_sum;
 use crate::train::metrics::{self, Metric, METRICS_FILE};
-use crate::train::optim::{clip_grad_norm, global_norm, AdamW, AdamWParams};
-use crate::train::schedule::{Schedule, ScheduleKind};
+use crate::train::optim::{clip_grad_norm, global_norm, AdamW};
+use crate::train::schedule::Schedule;
 use crate::train::TrainableModel;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
-    /// Peak learning rate.
-    pub lr: f64,
-    pub schedule: ScheduleKind,
-    pub warmup_steps: usize,
-    /// Passes over the training batches (used when `max_steps` is None).
-    pub epochs: usize,
-    /// Optimizer steps to take; overrides `epochs`.
-    pub max_steps: Option<usize>,
-    /// Batches per optimizer step.
-    pub grad_accum: usize,
-    /// Global-norm gradient clipping (None: off).
-    pub max_grad_norm: Option<f64>,
-    pub adamw: AdamWParams,
-    /// Seeds the batch order (and whatever else the caller derives from it).
-    pub seed: u64,
-    /// Shuffle the batch order every epoch (off: file order by length).
-    pub shuffle: bool,
-    /// Validate every N steps (and at the end) when there is validation data.
-    pub eval_every: Option<usize>,
-    /// Checkpoint every N steps (and at the end).
-    pub save_every: Option<usize>,
-    /// Stop once this many steps had a non-finite loss or gradient.
-    pub max_nonfinite: usize,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            lr: 2e-4,
-            schedule: ScheduleKind::Cosine,
-            warmup_steps: 0,
-            epochs: 1,
-            max_steps: None,
-            grad_accum: 1,
-            max_grad_norm: Some(1.0),
-            adamw: AdamWParams::default(),
-            seed: 0,
-            shuffle: true,
-            eval_every: None,
-            save_every: None,
-            max_nonfinite: 10,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn validate(&self) -> Result<()> {
-        let bad =
-            |name: &'static str, message: String| Err(Error::InvalidArgument { name, message });
-        if !self.lr.is_finite() || self.lr < 0.0 {
-            return bad("lr", format!("{} is not a non-negative number", self.lr));
-        }
-        if self.grad_accum == 0 {
-            return bad("grad_accum", "must be at least 1".into());
-        }
-        if self.max_steps == Some(0) || (self.max_steps.is_none() && self.epochs == 0) {
-            return bad("max_steps", "there must be at least one step".into());
-        }
-        if self
-            .max_grad_norm
-            .is_some_and(|n| !n.is_finite() || n <= 0.0)
-        {
-            return bad("max_grad_norm", "must be positive".into());
-        }
-        let a = &self.adamw;
-        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
-            return bad(
-                "betas",
-                format!("({}, {}) must be in [0, 1)", a.beta1, a.beta2),
-            );
-        }
-        if !a.eps.is_finite() || a.eps <= 0.0 || !a.weight_decay.is_finite() || a.weight_decay < 0.0
-        {
-            return bad(
-                "eps",
-                "eps must be positive and weight_decay non-negative".into(),
-            );
-        }
-        if self.eval_every == Some(0) || self.save_every == Some(0) {
-            return bad("eval_every", "intervals must be at least 1".into());
-        }
-        if self.max_nonfinite == 0 {
-            return bad("max_nonfinite", "must be at least 1".into());
-        }
-        Ok(())
-    }
-
-    /// Optimizer steps for `n_batches` training batches.
-    pub fn total_steps(&self, n_batches: usize) -> usize {
-        self.max_steps
-            .unwrap_or_else(|| (self.epochs * n_batches).div_ceil(self.grad_accum))
-    }
-}
 
 /// Everything needed to continue a run exactly (saved as trainer_state.json).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +33,9 @@ pub struct TrainerState {
     /// The current epoch's batch order (recomputable from the seed; kept for inspection).
     pub epoch_order: Vec<usize>,
     pub n_train_batches: usize,
+    /// SHA-256 of the training batches (ids and labels): resuming on other data is an error.
+    #[serde(default)]
+    pub data_sha256: String,
     pub optimizer_steps: u64,
     pub nonfinite_steps: usize,
     pub tokens_seen: u64,
@@ -207,6 +114,7 @@ impl<'m> Trainer<'m> {
             batch_in_epoch: 0,
             epoch_order: epoch_order(train.len(), cfg.seed, 0, cfg.shuffle),
             n_train_batches: train.len(),
+            data_sha256: fingerprint(&train),
             optimizer_steps: 0,
             nonfinite_steps: 0,
             tokens_seen: 0,
@@ -241,9 +149,9 @@ impl<'m> Trainer<'m> {
         dir: &Path,
     ) -> Result<Self> {
         let state = checkpoint::load_state(dir)?;
-        if state.n_train_batches != train.len() {
+        if state.n_train_batches != train.len() || state.data_sha256 != fingerprint(&train) {
             return Err(Error::Training(format!(
-                "{}: the checkpoint was made with {} training batches, this run has {}; resume with the same data and batch size",
+                "{}: the checkpoint was made with other training data ({} batches, this run has {}); resume with the same data, --max-length and --batch-size",
                 dir.display(),
                 state.n_train_batches,
                 train.len()
@@ -298,11 +206,13 @@ impl<'m> Trainer<'m> {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.vars.len()];
         let mut loss = 0f64;
         let mut finite = true;
-        for &b in &window {
+        for (micro, &b) in window.iter().enumerate() {
             let batch = &self.train[b];
             if batch.target_count() == 0 {
                 continue;
             }
+            self.model
+                .set_dropout_seed(Some(dropout_seed(self.cfg.seed, self.state.step, micro)));
             let (ids, mask) = batch.tensors(self.model.device())?;
             let logits = self.model.logits(&ids, &mask)?;
             let (nll, _) = causal_lm_nll_sum(&logits, &batch.labels)?;
@@ -378,6 +288,7 @@ impl<'m> Trainer<'m> {
     /// Mean loss over every trained token of the validation batches (None without any).
     pub fn evaluate(&self) -> Result<Option<(f32, usize)>> {
         let (mut sum, mut count) = (0f64, 0usize);
+        self.model.set_dropout_seed(None);
         for batch in &self.valid {
             if batch.target_count() == 0 {
                 continue;
@@ -463,6 +374,31 @@ impl<'m> Trainer<'m> {
         }
         Ok(())
     }
+}
+
+/// The dropout seed of batch `micro` of 0-based step `step` (SplitMix64 of the three).
+fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((micro as u64) << 48);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A digest of the batches' shapes, ids and labels.
+fn fingerprint(batches: &[Batch]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for b in batches {
+        h.update((b.rows as u64).to_le_bytes());
+        h.update((b.cols as u64).to_le_bytes());
+        for id in &b.input_ids {
+            h.update(id.to_le_bytes());
+        }
+        for l in &b.labels {
+            h.update(l.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Trains `batches` in the given order (no shuffle) for `cfg`'s steps and returns each step's

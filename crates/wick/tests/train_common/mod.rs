@@ -1,7 +1,10 @@
 //! A tiny self-contained trainable model for the trainer tests (not a transformer: it only has
 //! to be differentiable in a few named parameter tensors, like fixtures/train_adamw/gen.py's):
 //!
-//!     logits = tanh(embed[input_ids]) @ proj + bias
+//!     logits = dropout(tanh(embed[input_ids])) @ proj + bias
+//!
+//! Dropout (off unless `dropout` is set) draws its mask from the seed the trainer passes in
+//! `set_dropout_seed`, as a LoRA model with dropout would.
 
 #![allow(dead_code)]
 
@@ -14,6 +17,8 @@ pub struct TinyModel {
     pub embed: Var,
     pub proj: Var,
     pub bias: Var,
+    pub dropout: Option<f32>,
+    seed: std::cell::Cell<Option<u64>>,
     device: Device,
 }
 
@@ -24,6 +29,8 @@ impl TinyModel {
             embed: var(embed),
             proj: var(proj),
             bias: var(bias),
+            dropout: None,
+            seed: std::cell::Cell::new(None),
             device: Device::Cpu,
         }
     }
@@ -41,6 +48,11 @@ impl TinyModel {
         let proj = t(hidden * vocab, (hidden, vocab), 1.0);
         let bias = t(vocab, (1, vocab), 0.3).reshape(vocab).unwrap();
         Self::from_tensors(&embed, &proj, &bias)
+    }
+
+    pub fn with_dropout(mut self, p: f32) -> Self {
+        self.dropout = Some(p);
+        self
     }
 
     pub fn values(&self) -> Vec<Vec<f32>> {
@@ -67,6 +79,22 @@ impl TrainableModel for TinyModel {
             .index_select(&input_ids.flatten_all()?, 0)?
             .reshape((b, s, hidden))?
             .tanh()?;
+        let h = match (self.dropout, self.seed.get()) {
+            (Some(p), Some(seed)) => {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let keep: Vec<f32> = (0..b * s * hidden)
+                    .map(|_| {
+                        if rng.random::<f32>() < p {
+                            0.0
+                        } else {
+                            1.0 / (1.0 - p)
+                        }
+                    })
+                    .collect();
+                (h * Tensor::from_vec(keep, (b, s, hidden), &self.device)?)?
+            }
+            _ => h,
+        };
         Ok(h.broadcast_matmul(self.proj.as_tensor())?
             .broadcast_add(self.bias.as_tensor())?)
     }
@@ -81,6 +109,10 @@ impl TrainableModel for TinyModel {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn set_dropout_seed(&self, seed: Option<u64>) {
+        self.seed.set(seed);
     }
 }
 
