@@ -31,6 +31,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// LoRA fine-tuning on JSONL data, with validation, checkpoints and --resume.
     Train(Box<commands::train::TrainArgs>),
+    /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face model directory.
+    Merge(commands::merge::MergeArgs),
 }
 
 fn main() {
@@ -40,6 +42,7 @@ fn main() {
         Command::Generate(args) => commands::generate::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Train(args) => commands::train::run(*args),
+        Command::Merge(args) => commands::merge::run(args),
     };
     if let Err(err) = result {
         // One line: the chain of causes, outermost first.

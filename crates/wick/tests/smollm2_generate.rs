@@ -33,7 +33,7 @@ fn expected() -> Expected {
 fn load(dtype: Option<DType>) -> LoadedLm {
     let path = real_model("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
     let files = ModelFiles::resolve(path.to_str().unwrap()).unwrap();
-    load_causal_lm(&files, &Device::Cpu, dtype).unwrap()
+    load_causal_lm(&files, &Device::Cpu, dtype, None).unwrap()
 }
 
 #[test]

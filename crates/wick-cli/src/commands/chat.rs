@@ -4,6 +4,7 @@
 //! conversation but keeps the system prompt.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -20,6 +21,9 @@ pub struct ChatArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// System prompt at the start of the conversation.
     #[arg(long)]
     pub system: Option<String>,
@@ -27,7 +31,7 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> Result<()> {
     args.sampling.check()?;
-    let mut loaded = load_language_model(&args.model)?;
+    let mut loaded = load_language_model(&args.model, args.adapter.as_deref())?;
     let config = args.sampling.config(&loaded.defaults)?;
     require_template(&loaded)?;
 

@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -124,6 +125,9 @@ pub struct GenerateArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
     /// Wrap the prompt as one user message in the model's chat template.
     #[arg(long)]
     pub chat: bool,
@@ -144,14 +148,32 @@ pub struct LoadedModel {
     pub defaults: GenerationDefaults,
 }
 
-/// Loads a decoder model (safetensors directory, GGUF file or hub id) for generation.
-pub fn load_language_model(args: &ModelArgs) -> Result<LoadedModel> {
-    // Bad device or dtype names are reported before anything is read.
+/// Loads a decoder model (safetensors directory, GGUF file or hub id) for generation, with a
+/// LoRA adapter attached when `adapter` is given.
+pub fn load_language_model(args: &ModelArgs, adapter: Option<&Path>) -> Result<LoadedModel> {
+    // Bad device or dtype names, and a missing adapter, are reported before anything is read.
     let device = args.device()?;
     let dtype = args.dtype()?;
+    if let Some(dir) = adapter {
+        let config = dir.join(wick::lora::CONFIG_FILE);
+        if !config.is_file() {
+            bail!(
+                "--adapter {}: no {} there (expected a PEFT LoRA adapter directory)",
+                dir.display(),
+                wick::lora::CONFIG_FILE
+            );
+        }
+    }
     let files = ModelFiles::resolve(&args.model)?;
-    let loaded = load_causal_lm(&files, &device, dtype)
-        .with_context(|| format!("loading model {}", files.describe()))?;
+    let loaded =
+        load_causal_lm(&files, &device, dtype, adapter).with_context(|| match adapter {
+            Some(dir) => format!(
+                "loading model {} with adapter {}",
+                files.describe(),
+                dir.display()
+            ),
+            None => format!("loading model {}", files.describe()),
+        })?;
     Ok(LoadedModel {
         model: Box::new(loaded.model),
         tokenizer: loaded.tokenizer,
@@ -169,7 +191,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty: give PROMPT or pipe text on stdin");
     }
-    let mut loaded = load_language_model(&args.model)?;
+    let mut loaded = load_language_model(&args.model, args.adapter.as_deref())?;
     let config = args.sampling.config(&loaded.defaults)?;
     let ids = if args.chat {
         let template = require_template(&loaded)?;

@@ -1,4 +1,5 @@
 pub mod chat;
 pub mod embed;
 pub mod generate;
+pub mod merge;
 pub mod train;

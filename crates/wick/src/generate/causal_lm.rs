@@ -36,6 +36,11 @@ impl CachedLlama {
         &self.model
     }
 
+    /// The model without its cache (e.g. to attach LoRA adapters for training).
+    pub fn into_model(self) -> LlamaModel {
+        self.model
+    }
+
     fn ensure_room(&mut self, extra: usize) -> Result<()> {
         let needed = self.cache.len() + extra;
         if needed > self.context {

@@ -18,6 +18,7 @@ use crate::io::json::read_json;
 use crate::io::safetensors::SafetensorsWeights;
 use crate::io::weights::{WeightSource, WeightView};
 use crate::io::ModelFiles;
+use crate::lora::load_adapter;
 use crate::models::llama::{LlamaConfig, LlamaModel};
 
 pub struct LoadedLm {
@@ -28,19 +29,31 @@ pub struct LoadedLm {
 }
 
 /// `dtype` None keeps GGUF weights quantized (and means f32 for safetensors); Some dequantizes.
+/// `adapter` is a PEFT LoRA adapter directory to attach (unmerged, gradients off), so it works
+/// on a quantized base too.
 pub fn load_causal_lm(
     files: &ModelFiles,
     device: &Device,
     dtype: Option<DType>,
+    adapter: Option<&Path>,
 ) -> Result<LoadedLm> {
     match files {
-        ModelFiles::File(path) if is_gguf(path) => load_gguf(path, device, dtype),
+        ModelFiles::File(path) if is_gguf(path) => load_gguf(path, device, dtype, adapter),
         ModelFiles::File(path) => Err(Error::Unsupported(format!(
             "{}: a single-file model must be a .gguf; give a directory for safetensors models",
             path.display()
         ))),
-        _ => load_safetensors_dir(files, device, dtype.unwrap_or(DType::F32)),
+        _ => load_safetensors_dir(files, device, dtype.unwrap_or(DType::F32), adapter),
     }
+}
+
+/// The model with `adapter` attached for inference.
+fn with_adapter(mut model: LlamaModel, adapter: Option<&Path>) -> Result<LlamaModel> {
+    if let Some(dir) = adapter {
+        let (_, params) = load_adapter(dir, &mut model)?;
+        params.set_requires_grad(false);
+    }
+    Ok(model)
 }
 
 fn is_gguf(path: &Path) -> bool {
@@ -48,7 +61,12 @@ fn is_gguf(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-fn load_gguf(path: &Path, device: &Device, dtype: Option<DType>) -> Result<LoadedLm> {
+fn load_gguf(
+    path: &Path,
+    device: &Device,
+    dtype: Option<DType>,
+    adapter: Option<&Path>,
+) -> Result<LoadedLm> {
     let file = GgufFile::open(path)?;
     let cfg = LlamaConfig::from_value(file.hf_config()?, path)?;
     let tokenizer = tokenizer_from_gguf(&file)?;
@@ -74,7 +92,7 @@ fn load_gguf(path: &Path, device: &Device, dtype: Option<DType>) -> Result<Loade
     } else {
         view
     };
-    let model = LlamaModel::new(&cfg, &view)?;
+    let model = with_adapter(LlamaModel::new(&cfg, &view)?, adapter)?;
     Ok(LoadedLm {
         model: CachedLlama::new(model, None)?,
         tokenizer,
@@ -121,7 +139,12 @@ impl TokenField {
     }
 }
 
-fn load_safetensors_dir(files: &ModelFiles, device: &Device, dtype: DType) -> Result<LoadedLm> {
+fn load_safetensors_dir(
+    files: &ModelFiles,
+    device: &Device,
+    dtype: DType,
+    adapter: Option<&Path>,
+) -> Result<LoadedLm> {
     let cfg = LlamaConfig::from_file(&files.require("config.json")?)?;
     let tokenizer_path = files.require("tokenizer.json")?;
     let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::TokenizerLoad {
@@ -157,6 +180,7 @@ fn load_safetensors_dir(files: &ModelFiles, device: &Device, dtype: DType) -> Re
     }
     let weights: Arc<dyn WeightSource> = Arc::new(SafetensorsWeights::open_model(files)?);
     let model = LlamaModel::new(&cfg, &WeightView::new(weights, dtype, device))?;
+    let model = with_adapter(model, adapter)?;
     Ok(LoadedLm {
         model: CachedLlama::new(model, None)?,
         tokenizer,

@@ -25,6 +25,17 @@ use crate::ops::swiglu::swiglu;
 
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "qwen2", "mistral"];
 
+/// The projections of a decoder layer (HF / PEFT module names), the ones LoRA can target.
+pub const PROJECTIONS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
 /// config.json as written by transformers (4.x `rope_theta` + `rope_scaling` or 5.x
 /// `rope_parameters`); unknown keys are ignored.
 #[derive(Deserialize)]
@@ -353,6 +364,60 @@ impl LlamaModel {
         &self.cfg
     }
 
+    /// Every projection of every layer with its module path
+    /// (`model.layers.0.self_attn.q_proj`, `model.layers.0.mlp.down_proj`), layer by layer in
+    /// [`PROJECTIONS`] order: the modules LoRA attaches to.
+    pub fn projections(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * PROJECTIONS.len());
+        for (i, l) in self.layers.iter().enumerate() {
+            let named = PROJECTIONS.iter().zip(l.projections());
+            out.extend(named.map(|(n, p)| (module_path(i, n), p)));
+        }
+        out
+    }
+
+    /// [`LlamaModel::projections`], mutable (to attach, merge or remove adapters).
+    pub fn projections_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * PROJECTIONS.len());
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let named = PROJECTIONS.iter().zip(l.projections_mut());
+            out.extend(named.map(|(n, p)| (module_path(i, n), p)));
+        }
+        out
+    }
+
+    /// Every weight under its HF name as a float tensor (quantized ones dequantized), as
+    /// `save_pretrained` would write them: the LM head is left out when tied to the
+    /// embeddings. Adapters are not included (merge them first to bake them in).
+    pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let embed = match &self.embed_tokens {
+            Embedding::Dense(w) => w.clone(),
+            Embedding::Quantized { table, .. } => table.dequantize(&self.device)?,
+        };
+        let mut out = vec![("model.embed_tokens.weight".to_string(), embed)];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, norm) in [
+                ("input_layernorm", &l.input_layernorm),
+                ("post_attention_layernorm", &l.post_attention_layernorm),
+            ] {
+                let w = norm.weight().clone();
+                out.push((format!("model.layers.{i}.{name}.weight"), w));
+            }
+            for (name, p) in PROJECTIONS.iter().zip(l.projections()) {
+                let path = module_path(i, name);
+                out.push((format!("{path}.weight"), p.dense_weight()?));
+                if let Some(b) = p.bias() {
+                    out.push((format!("{path}.bias"), b.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.weight().clone()));
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.dense_weight()?));
+        }
+        Ok(out)
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -480,6 +545,15 @@ impl LlamaModel {
     }
 }
 
+/// `model.layers.{layer}.self_attn.q_proj` / `model.layers.{layer}.mlp.gate_proj`.
+fn module_path(layer: usize, projection: &str) -> String {
+    let block = match projection {
+        "gate_proj" | "up_proj" | "down_proj" => "mlp",
+        _ => "self_attn",
+    };
+    format!("model.layers.{layer}.{block}.{projection}")
+}
+
 fn invalid(name: &'static str, message: String) -> Error {
     Error::InvalidArgument { name, message }
 }
@@ -503,6 +577,31 @@ impl DecoderLayer {
             post_attention_layernorm: RmsNorm::load(&vb.pp("post_attention_layernorm"), h, eps)?,
             window: cfg.layer_windows.get(index).copied().flatten(),
         })
+    }
+
+    /// The projections in [`PROJECTIONS`] order.
+    fn projections(&self) -> [&Linear; 7] {
+        [
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.o_proj,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ]
+    }
+
+    fn projections_mut(&mut self) -> [&mut Linear; 7] {
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+            &mut self.gate_proj,
+            &mut self.up_proj,
+            &mut self.down_proj,
+        ]
     }
 
     fn forward(

@@ -1,10 +1,16 @@
 //! Dense layer `y = x·Wᵀ + b` with HF weight layout (out_features, in_features). The weight is a
 //! float tensor or a quantized one (GGUF blocks, run by candle's `QMatMul` without dequantizing).
+//! A LoRA adapter may sit next to the frozen weight: `y += scale·(dropout(x)·Aᵀ)·Bᵀ`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-use crate::error::Result as WickResult;
+use crate::error::{Error, Result as WickResult};
 use crate::io::weights::WeightView;
 use crate::ops::{self, qmatmul::qmatmul};
 
@@ -17,12 +23,135 @@ pub enum LinearWeight {
     Quantized(QMatMul),
 }
 
-/// A linear layer. A LoRA adapter will sit next to `weight` as one more optional field
-/// (`y += scale·(x·Aᵀ)·Bᵀ`), so the base weight stays frozen whether dense or quantized.
+/// Switches shared by every adapter of one model: training mode (dropout on) and the dropout
+/// draws. Each forward through an adapter with dropout takes the next draw index, so a run is
+/// reproducible from its seed as long as the forwards happen in the same order.
+/// With `requires_grad` off (inference), adapters run as constants so the rest of the graph
+/// stays on the fast untracked paths.
+#[derive(Debug)]
+pub struct LoraMode {
+    training: AtomicBool,
+    requires_grad: AtomicBool,
+    seed: AtomicU64,
+    draws: AtomicU64,
+}
+
+impl LoraMode {
+    pub fn new(seed: u64) -> Self {
+        LoraMode {
+            training: AtomicBool::new(false),
+            requires_grad: AtomicBool::new(true),
+            seed: AtomicU64::new(seed),
+            draws: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_requires_grad(&self, on: bool) {
+        self.requires_grad.store(on, Ordering::Relaxed);
+    }
+
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad.load(Ordering::Relaxed)
+    }
+
+    pub fn set_training(&self, on: bool) {
+        self.training.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_training(&self) -> bool {
+        self.training.load(Ordering::Relaxed)
+    }
+
+    /// `Some(seed)`: training mode with dropout masks drawn afresh from `seed` (a trainer passes
+    /// one per step, so a resumed run draws the same masks); `None`: dropout off.
+    pub fn set_dropout_seed(&self, seed: Option<u64>) {
+        if let Some(seed) = seed {
+            self.seed.store(seed, Ordering::Relaxed);
+            self.draws.store(0, Ordering::Relaxed);
+        }
+        self.set_training(seed.is_some());
+    }
+}
+
+/// A LoRA adapter: A (r, in) and B (out, r), kept in f32 as trainable `Var`s (PEFT keeps them
+/// in f32 too), the scale (`alpha / r`, or `alpha / √r` with rsLoRA) and the dropout rate on its
+/// input (applied only in training mode).
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    pub a: Var,
+    pub b: Var,
+    pub scale: f64,
+    pub dropout: f32,
+    pub mode: Arc<LoraMode>,
+    /// True once `scale·B·A` has been added into the base weight; the adapter then adds nothing.
+    merged: bool,
+}
+
+impl LoraAdapter {
+    pub fn new(a: Var, b: Var, scale: f64, dropout: f32, mode: Arc<LoraMode>) -> Self {
+        LoraAdapter {
+            a,
+            b,
+            scale,
+            dropout,
+            mode,
+            merged: false,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.a.dim(0).unwrap_or(0)
+    }
+
+    pub fn is_merged(&self) -> bool {
+        self.merged
+    }
+
+    /// `scale·B·A`, (out, in) in f32, detached from the graph.
+    pub fn delta(&self) -> Result<Tensor> {
+        let (a, b) = (self.a.as_detached_tensor(), self.b.as_detached_tensor());
+        b.matmul(&a)?.affine(self.scale, 0.0)
+    }
+
+    /// `scale·(dropout(x)·Aᵀ)·Bᵀ` for x (rows, in), in f32.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_dtype(DType::F32)?;
+        let x = if self.dropout > 0.0 && self.mode.is_training() {
+            self.apply_dropout(&x)?
+        } else {
+            x
+        };
+        let (a, b) = if self.mode.requires_grad() {
+            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
+        } else {
+            (self.a.as_detached_tensor(), self.b.as_detached_tensor())
+        };
+        x.matmul(&a.t()?)?.matmul(&b.t()?)?.affine(self.scale, 0.0)
+    }
+
+    /// Inverted dropout (kept values scaled by 1 / (1 - p)), drawn from a seeded ChaCha8 stream
+    /// on the host so every device gives the same mask.
+    fn apply_dropout(&self, x: &Tensor) -> Result<Tensor> {
+        let p = self.dropout;
+        let draw = self.mode.draws.fetch_add(1, Ordering::Relaxed);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.mode.seed.load(Ordering::Relaxed));
+        rng.set_stream(draw);
+        let keep = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.dims(), x.device())?;
+        x * mask
+    }
+}
+
+/// A linear layer: a frozen base weight (dense or quantized), an optional bias and an optional
+/// LoRA adapter.
 #[derive(Clone, Debug)]
 pub struct Linear {
     weight: LinearWeight,
     bias: Option<Tensor>,
+    lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -31,6 +160,7 @@ impl Linear {
         Linear {
             weight: LinearWeight::Dense(weight),
             bias,
+            lora: None,
         }
     }
 
@@ -44,12 +174,20 @@ impl Linear {
             }
             _ => LinearWeight::Quantized(qmatmul(std::sync::Arc::new(weight))?),
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 
     /// A layer over an already built weight (e.g. a quantized embedding shared with the head).
     pub fn from_weight(weight: LinearWeight, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     /// Loads `{vb}.weight` (and `{vb}.bias` when `bias`) of shape (out, in), keeping the weight
@@ -94,6 +232,89 @@ impl Linear {
             LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.dims2(),
         }
     }
+
+    /// The base weight as a float (out, in) tensor, dequantizing a quantized one.
+    pub fn dense_weight(&self) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => Ok(w.clone()),
+            LinearWeight::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
+            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => Ok(w.clone()),
+        }
+    }
+
+    pub fn lora(&self) -> Option<&LoraAdapter> {
+        self.lora.as_ref()
+    }
+
+    /// Attaches `adapter`, replacing any other; its shapes must be A (r, in) and B (out, r).
+    pub fn set_lora(&mut self, adapter: LoraAdapter) -> Result<()> {
+        let (out_dim, in_dim) = self.dims()?;
+        let (r, a_in) = adapter.a.dims2()?;
+        let (b_out, b_r) = adapter.b.dims2()?;
+        if a_in != in_dim || b_out != out_dim || b_r != r {
+            candle_core::bail!(
+                "LoRA A {:?} / B {:?} do not fit a ({out_dim}, {in_dim}) weight",
+                adapter.a.dims(),
+                adapter.b.dims()
+            )
+        }
+        self.lora = Some(adapter);
+        Ok(())
+    }
+
+    /// Removes the adapter (unmerging it first if it was merged).
+    pub fn take_lora(&mut self) -> WickResult<Option<LoraAdapter>> {
+        self.unmerge_lora()?;
+        Ok(self.lora.take())
+    }
+
+    /// Adds `scale·B·A` into the dense base weight; the adapter then adds nothing until
+    /// [`Linear::unmerge_lora`]. No-op without an adapter or when already merged.
+    pub fn merge_lora(&mut self) -> WickResult<()> {
+        self.shift_weight(true)
+    }
+
+    /// Subtracts what [`Linear::merge_lora`] added.
+    pub fn unmerge_lora(&mut self) -> WickResult<()> {
+        self.shift_weight(false)
+    }
+
+    fn shift_weight(&mut self, merge: bool) -> WickResult<()> {
+        let Some(adapter) = self.lora.as_mut() else {
+            return Ok(());
+        };
+        if adapter.merged == merge {
+            return Ok(());
+        }
+        let LinearWeight::Dense(w) = &self.weight else {
+            return Err(Error::Unsupported(
+                "merging a LoRA adapter into a quantized weight; load the model with a float \
+                 dtype (`--dtype f32`) to merge"
+                    .into(),
+            ));
+        };
+        let (delta, dtype) = (adapter.delta()?, w.dtype());
+        let w32 = w.to_dtype(DType::F32)?;
+        let shifted = if merge { w32 + delta } else { w32 - delta }?;
+        self.weight = LinearWeight::Dense(shifted.to_dtype(dtype)?);
+        adapter.merged = merge;
+        Ok(())
+    }
+
+    /// `x·Wᵀ` for x (rows, in). A quantized weight runs through `QMatMul`, which passes no
+    /// gradient to `x` in candle 0.11.1 (`apply_op1_no_bwd`); when `x` is part of a tracked
+    /// graph (an adapter below this layer is training), the weight is dequantized on the fly
+    /// and multiplied as a plain (frozen) tensor so gradients flow through to `x`.
+    fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => x.matmul(&w.t()?),
+            LinearWeight::Quantized(QMatMul::QTensor(q)) if x.track_op() => {
+                let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
+                x.matmul(&w.t()?)
+            }
+            LinearWeight::Quantized(q) => ops::qmatmul::forward(q, x),
+        }
+    }
 }
 
 impl Module for Linear {
@@ -106,13 +327,14 @@ impl Module for Linear {
         // Flatten leading dims so the matmul is one GEMM with a transposed right operand.
         let rows = x.elem_count() / in_dim;
         let x2 = x.reshape((rows, in_dim))?;
-        let y = match &self.weight {
-            LinearWeight::Dense(w) => x2.matmul(&w.t()?)?,
-            LinearWeight::Quantized(q) => ops::qmatmul::forward(q, &x2)?,
-        };
+        let y = self.base_forward(&x2)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
+        };
+        let y = match &self.lora {
+            Some(adapter) if !adapter.merged => (y + adapter.forward(&x2)?.to_dtype(x.dtype())?)?,
+            _ => y,
         };
         let mut out_dims = dims.to_vec();
         out_dims.pop();
@@ -157,6 +379,75 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (4, 32), &Device::Cpu)?;
         let l = Linear::from_qtensor(QTensor::quantize(&w, GgmlDType::F16)?, None, DType::F32)?;
         assert!(!l.is_quantized());
+        Ok(())
+    }
+
+    fn max_abs(t: &Tensor) -> Result<f32> {
+        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    fn adapter(r: usize, in_dim: usize, out_dim: usize, b_std: f32) -> Result<LoraAdapter> {
+        let dev = Device::Cpu;
+        let a = Var::randn(0f32, 0.3, (r, in_dim), &dev)?;
+        let b = if b_std > 0.0 {
+            Var::randn(0f32, b_std, (out_dim, r), &dev)?
+        } else {
+            Var::zeros((out_dim, r), DType::F32, &dev)?
+        };
+        Ok(LoraAdapter::new(a, b, 2.0, 0.0, Arc::new(LoraMode::new(0))))
+    }
+
+    #[test]
+    fn zero_b_adds_nothing_and_merge_equals_the_adapter() -> WickResult<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.5, (24, 40), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 40), &dev)?;
+        let mut l = Linear::new(w.clone(), None);
+        let base = l.forward(&x)?;
+        l.set_lora(adapter(3, 40, 24, 0.0)?)?;
+        assert_eq!(
+            max_abs(&(l.forward(&x)? - &base)?)?,
+            0.0,
+            "B = 0 changes nothing"
+        );
+        l.set_lora(adapter(3, 40, 24, 0.5)?)?;
+        let with = l.forward(&x)?;
+        assert!(max_abs(&(&with - &base)?)? > 1e-3);
+        l.merge_lora()?;
+        assert!(l.lora().is_some_and(|a| a.is_merged()));
+        assert!(max_abs(&(l.forward(&x)? - &with)?)? < 1e-5);
+        l.unmerge_lora()?;
+        assert!(max_abs(&(l.forward(&x)? - &with)?)? < 1e-5);
+        assert!(max_abs(&(l.dense_weight()? - &w)?)? < 1e-6);
+        assert!(
+            l.set_lora(adapter(3, 24, 40, 0.5)?).is_err(),
+            "shapes are checked"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_quantized_base_passes_gradients_to_its_input() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.5, (32, 64), &dev)?;
+        let q = QTensor::quantize(&w, GgmlDType::Q8_0)?;
+        let deq = q.dequantize(&dev)?;
+        let mut l = Linear::from_qtensor(q, None, DType::F32)?;
+        l.set_lora(adapter(2, 64, 32, 0.5)?)?;
+        let x = Var::randn(0f32, 1.0, (3, 64), &dev)?;
+        let y = l.forward(x.as_tensor())?;
+        let grads = y.sum_all()?.backward()?;
+        let Some(g) = grads.get(x.as_tensor()) else {
+            candle_core::bail!("no gradient reached x")
+        };
+        // d(sum y)/dx = 1·(W + scale·B·A) for every row.
+        let lora = l.lora().map(|a| a.delta()).transpose()?;
+        let full = match lora {
+            Some(d) => (deq + d)?,
+            None => deq,
+        };
+        let want = Tensor::ones((3, 32), DType::F32, &dev)?.matmul(&full)?;
+        assert!(max_abs(&(g - want)?)? < 1e-4);
         Ok(())
     }
 }

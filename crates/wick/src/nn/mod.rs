@@ -1,4 +1,4 @@
-//! Layers wick owns: a Linear that holds a float or quantized weight (and later a LoRA adapter),
+//! Layers wick owns: a Linear that holds a float or quantized weight and an optional LoRA adapter,
 //! embeddings, RMSNorm, and the caller-owned KV cache.
 
 pub mod embedding;
@@ -8,5 +8,5 @@ pub mod rms_norm;
 
 pub use embedding::Embedding;
 pub use kv_cache::{KvCache, Step};
-pub use linear::{Linear, LinearWeight};
+pub use linear::{Linear, LinearWeight, LoraAdapter, LoraMode};
 pub use rms_norm::RmsNorm;

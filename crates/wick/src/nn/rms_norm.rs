@@ -22,6 +22,10 @@ impl RmsNorm {
         Ok(RmsNorm::new(vb.get(&[dim], "weight")?, eps))
     }
 
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         rms_norm(x, &self.weight, self.eps)
     }
