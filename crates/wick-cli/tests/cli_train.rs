@@ -167,9 +167,10 @@ fn too_long_examples_are_counted_and_all_skipped_is_an_error() {
     assert!(err.contains("train.jsonl: no usable examples"), "{err}");
     assert!(err.contains("2 skipped as too long"), "{err}");
     // Truncating keeps the second example (its completion starts within 8 tokens) and counts
-    // both; training then stops at the model wrapper, which is not wired yet.
+    // both, then trains on the one example left.
     let out = wick(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("1 examples") && stderr.contains("2 truncated"),
         "{stderr}"
@@ -180,7 +181,7 @@ fn too_long_examples_are_counted_and_all_skipped_is_an_error() {
     );
 }
 
-// ---- End to end on the real SmolLM2 (ignored until `build_trainable` builds a LoRA model) ----
+// ---- End to end on the real SmolLM2 with LoRA ----
 
 fn smol() -> String {
     real_model("SmolLM2-135M-Instruct")
@@ -257,7 +258,6 @@ fn train_losses(out: &Path) -> Vec<(u64, f64)> {
 }
 
 #[test]
-#[ignore = "needs wick::lora wired into build_trainable"]
 fn cli_trains_and_writes_checkpoints_metrics_and_plot() {
     let dir = tempfile::tempdir().unwrap();
     let (model, data) = (smol(), chat_data(dir.path()));
@@ -292,7 +292,6 @@ fn cli_trains_and_writes_checkpoints_metrics_and_plot() {
 }
 
 #[test]
-#[ignore = "needs wick::lora wired into build_trainable"]
 fn cli_resume_after_sigkill_ends_with_the_same_losses() {
     let dir = tempfile::tempdir().unwrap();
     let (model, data) = (smol(), chat_data(dir.path()));

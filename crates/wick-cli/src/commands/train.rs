@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use wick::candle_core::DType;
 use wick::generate::load::{load_causal_lm, LoadedLm};
 use wick::io::ModelFiles;
+use wick::lora::{LoraConfig, LoraLlama, TargetModules};
 use wick::train::checkpoint;
 use wick::train::data::split;
 use wick::train::metrics::{train_losses, valid_losses};
@@ -263,18 +264,14 @@ fn resume_out(dir: &Path) -> PathBuf {
     }
 }
 
-/// Wraps the loaded base model in LoRA adapters as a [`TrainableModel`].
+/// Wraps the loaded base model in fresh LoRA adapters (A from `lora.seed`, B zero) as a
+/// [`TrainableModel`]. On resume the trainer then loads the checkpoint's adapter weights.
 pub fn build_trainable(loaded: LoadedLm, lora: &LoraArgs) -> Result<Box<dyn TrainableModel>> {
-    let _ = loaded;
-    Err(wick::Error::Unsupported(format!(
-        "LoRA training (r {}, alpha {}, dropout {}, targets {}, seed {}) is not wired into `wick train` yet",
-        lora.r,
-        lora.alpha,
-        lora.dropout,
-        lora.targets.join(","),
-        lora.seed
-    ))
-    .into())
+    let mut config = LoraConfig::new(lora.r, lora.alpha, TargetModules::from_names(&lora.targets));
+    config.lora_dropout = lora.dropout;
+    config.validate()?;
+    let model = LoraLlama::new(loaded.model.into_model(), config, lora.seed)?;
+    Ok(Box::new(model))
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -332,7 +329,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
 
     let files = ModelFiles::resolve(&model_spec)?;
-    let loaded = load_causal_lm(&files, &device, Some(dtype))
+    let loaded = load_causal_lm(&files, &device, Some(dtype), None)
         .with_context(|| format!("loading model {}", files.describe()))?;
     let eos = loaded.defaults.eos_token_id.first().copied();
     let opts = TokenizeOptions {

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod examples;
+mod lora_model;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
