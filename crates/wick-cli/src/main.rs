@@ -29,6 +29,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Multi-turn chat with the model's chat template (reads stdin lines when not a terminal).
     Chat(commands::chat::ChatArgs),
+    /// LoRA fine-tuning on JSONL data, with validation, checkpoints and --resume.
+    Train(Box<commands::train::TrainArgs>),
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face model directory.
     Merge(commands::merge::MergeArgs),
 }
@@ -39,6 +41,7 @@ fn main() {
         Command::Embed(args) => commands::embed::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Chat(args) => commands::chat::run(args),
+        Command::Train(args) => commands::train::run(*args),
         Command::Merge(args) => commands::merge::run(args),
     };
     if let Err(err) = result {

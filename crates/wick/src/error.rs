@@ -44,6 +44,18 @@ pub enum Error {
         supported: String,
     },
 
+    /// A training or validation data file at fault, with the 1-based line when there is one.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    BadData {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+
+    /// Training cannot go on (too many non-finite losses, a checkpoint that does not fit the run).
+    #[error("training stopped: {0}")]
+    Training(String),
+
     #[error("unsupported: {0}")]
     Unsupported(String),
 
@@ -77,6 +89,18 @@ impl Error {
     pub fn bad_config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::BadConfig {
             path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_data(
+        path: impl Into<PathBuf>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::BadData {
+            path: path.into(),
+            line,
             message: message.into(),
         }
     }

@@ -1,7 +1,7 @@
 //! wick: local LoRA fine-tuning, text generation and sentence embeddings on Candle.
 //!
-//! Layers point down: `io` → `ops` → `nn` → `models` → `lora` → `embed`, `generate` (and later
-//! `train`). See DESIGN.md in the repository for the principles.
+//! Layers point down: `io` → `ops` → `nn` → `models` → `lora` → `embed`, `generate`, `train`.
+//! See DESIGN.md in the repository for the principles.
 
 pub mod device;
 pub mod embed;
@@ -12,6 +12,7 @@ pub mod lora;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod train;
 
 pub use error::{Error, Result};
 // Re-exported so binaries and tests use the same candle and tokenizers as the library.

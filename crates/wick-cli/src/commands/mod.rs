@@ -2,3 +2,4 @@ pub mod chat;
 pub mod embed;
 pub mod generate;
 pub mod merge;
+pub mod train;

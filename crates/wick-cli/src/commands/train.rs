@@ -1,0 +1,477 @@
+//! `wick train`: LoRA fine-tuning on JSONL data, with periodic validation, crash-safe
+//! checkpoints, `--resume`, `OUT/metrics.jsonl` and `OUT/loss.png`.
+//!
+//! Every option is a flag or a key of a TOML file given with `--config` (the flag's name with
+//! underscores; flags win). The options of a fresh run are written to `OUT/train.toml`, which
+//! `--resume OUT` reads back, so a resumed run needs no other flags.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use wick::candle_core::DType;
+use wick::generate::load::{load_causal_lm, LoadedLm};
+use wick::io::ModelFiles;
+use wick::lora::{LoraConfig, LoraLlama, TargetModules};
+use wick::train::checkpoint;
+use wick::train::data::split;
+use wick::train::metrics::{train_losses, valid_losses};
+use wick::train::plot::write_loss_png;
+use wick::train::{
+    length_sorted_batches, read_jsonl, tokenize, AdamWParams, Batch, Event, JsonlData, Overflow,
+    ScheduleKind, TokenizeOptions, TrainConfig, TrainableModel, Trainer,
+};
+
+/// Name of the options file written into the output directory.
+const OPTIONS_FILE: &str = "train.toml";
+
+#[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainArgs {
+    /// TOML file with any of these options (keys: flag names with underscores); flags override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Base model: local directory, GGUF file, or hub id `org/name[@revision]`.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// cpu, cuda[:N] or metal [default: cpu].
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Base model dtype: f32, bf16 or f16 [default: f32]; adapter weights are always f32.
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Training data: JSONL of {"text"}, {"prompt","completion"} or {"messages"} objects.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Validation data (same shape as --data).
+    #[arg(long, value_name = "FILE", conflicts_with = "valid_split")]
+    pub valid: Option<PathBuf>,
+    /// Hold out this fraction of --data for validation instead (seeded by --seed).
+    #[arg(long, value_name = "FRACTION")]
+    pub valid_split: Option<f64>,
+    /// Output directory: checkpoints, metrics.jsonl, loss.png and the final adapter.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue a run from its latest complete checkpoint (DIR: an output directory or a
+    /// checkpoint-N inside one).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Longest example in tokens [default: 1024].
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Leave out examples longer than --max-length (default: truncate them).
+    #[arg(long)]
+    pub skip_long: bool,
+    /// Train on every token, not only completions / assistant turns.
+    #[arg(long)]
+    pub train_on_all: bool,
+    /// Examples per batch [default: 4].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Batches per optimizer step [default: 1].
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Passes over the data [default: 1].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Optimizer steps (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate [default: 2e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// cosine, linear or constant (each after linear warmup) [default: cosine].
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Warmup steps [default: 0].
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// AdamW decoupled weight decay [default: 0].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// [default: 0.9]
+    #[arg(long)]
+    pub adam_beta1: Option<f64>,
+    /// [default: 0.999]
+    #[arg(long)]
+    pub adam_beta2: Option<f64>,
+    /// [default: 1e-8]
+    #[arg(long)]
+    pub adam_eps: Option<f64>,
+    /// Clip the global gradient norm to this (0: off) [default: 1.0].
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    /// Seed of the data order, the validation split and the adapter init [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Visit batches in length order every epoch instead of a seeded shuffle.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Validate every N steps (and at the end) [default: 50 when there is validation data].
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Checkpoint every N steps (and at the end) [default: 100].
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Stop after this many steps with a non-finite loss or gradient [default: 10].
+    #[arg(long)]
+    pub max_nonfinite: Option<usize>,
+    /// LoRA rank [default: 8].
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    /// LoRA alpha [default: 16].
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// LoRA dropout [default: 0].
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated module names to adapt [default: q_proj,v_proj].
+    #[arg(long)]
+    pub lora_targets: Option<String>,
+}
+
+/// LoRA settings for [`build_trainable`].
+#[derive(Debug, Clone)]
+pub struct LoraArgs {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<String>,
+    pub seed: u64,
+}
+
+impl TrainArgs {
+    /// Flags over `base` (a TOML file's options): a flag that is set wins.
+    fn over(mut self, mut base: TrainArgs) -> TrainArgs {
+        macro_rules! take {
+            ($($f:ident),*) => { $( self.$f = self.$f.take().or(base.$f.take()); )* };
+        }
+        take!(
+            model,
+            device,
+            dtype,
+            data,
+            valid,
+            valid_split,
+            out,
+            max_length,
+            batch_size,
+            grad_accum,
+            epochs,
+            max_steps,
+            lr,
+            schedule,
+            warmup_steps,
+            weight_decay,
+            adam_beta1,
+            adam_beta2,
+            adam_eps,
+            max_grad_norm,
+            seed,
+            eval_every,
+            save_every,
+            max_nonfinite,
+            lora_r,
+            lora_alpha,
+            lora_dropout,
+            lora_targets
+        );
+        self.skip_long |= base.skip_long;
+        self.train_on_all |= base.train_on_all;
+        self.no_shuffle |= base.no_shuffle;
+        self
+    }
+
+    fn train_config(&self, has_valid: bool) -> Result<TrainConfig> {
+        let d = TrainConfig::default();
+        let a = AdamWParams::default();
+        let schedule: ScheduleKind = match &self.schedule {
+            Some(s) => s.parse()?,
+            None => d.schedule,
+        };
+        let cfg = TrainConfig {
+            lr: self.lr.unwrap_or(d.lr),
+            schedule,
+            warmup_steps: self.warmup_steps.unwrap_or(0),
+            epochs: self.epochs.unwrap_or(1),
+            max_steps: self.max_steps,
+            grad_accum: self.grad_accum.unwrap_or(1),
+            // 0 turns clipping off.
+            max_grad_norm: self
+                .max_grad_norm
+                .map_or(d.max_grad_norm, |n| (n != 0.0).then_some(n)),
+            adamw: AdamWParams {
+                beta1: self.adam_beta1.unwrap_or(a.beta1),
+                beta2: self.adam_beta2.unwrap_or(a.beta2),
+                eps: self.adam_eps.unwrap_or(a.eps),
+                weight_decay: self.weight_decay.unwrap_or(a.weight_decay),
+            },
+            seed: self.seed.unwrap_or(0),
+            shuffle: !self.no_shuffle,
+            eval_every: self.eval_every.or(has_valid.then_some(50)),
+            save_every: Some(self.save_every.unwrap_or(100)),
+            max_nonfinite: self.max_nonfinite.unwrap_or(d.max_nonfinite),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn lora(&self) -> LoraArgs {
+        LoraArgs {
+            r: self.lora_r.unwrap_or(8),
+            alpha: self.lora_alpha.unwrap_or(16.0),
+            dropout: self.lora_dropout.unwrap_or(0.0),
+            targets: self
+                .lora_targets
+                .as_deref()
+                .unwrap_or("q_proj,v_proj")
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            seed: self.seed.unwrap_or(0),
+        }
+    }
+}
+
+fn read_toml(path: &Path) -> Result<TrainArgs> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        let msg = e.message().to_string();
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default();
+        anyhow::anyhow!("{}{line}: {msg}", path.display())
+    })
+}
+
+/// The output directory of a `--resume DIR`: DIR, or its parent when DIR is a checkpoint.
+fn resume_out(dir: &Path) -> PathBuf {
+    if dir.join(checkpoint::STATE_FILE).is_file() {
+        dir.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.to_path_buf())
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Wraps the loaded base model in fresh LoRA adapters (A from `lora.seed`, B zero) as a
+/// [`TrainableModel`]. On resume the trainer then loads the checkpoint's adapter weights.
+pub fn build_trainable(loaded: LoadedLm, lora: &LoraArgs) -> Result<Box<dyn TrainableModel>> {
+    let mut config = LoraConfig::new(lora.r, lora.alpha, TargetModules::from_names(&lora.targets));
+    config.lora_dropout = lora.dropout;
+    config.validate()?;
+    let model = LoraLlama::new(loaded.model.into_model(), config, lora.seed)?;
+    Ok(Box::new(model))
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    // Options: flags, over --config, over OUT/train.toml when resuming.
+    let mut args = match args.config.clone() {
+        Some(path) => {
+            let base = read_toml(&path)?;
+            args.over(base)
+        }
+        None => args,
+    };
+    if let Some(dir) = args.resume.clone() {
+        let saved = resume_out(&dir).join(OPTIONS_FILE);
+        if saved.is_file() {
+            args = args.over(read_toml(&saved)?);
+        }
+        if args.out.is_none() {
+            args.out = Some(resume_out(&dir));
+        }
+    }
+    let Some(model_spec) = args.model.clone() else {
+        bail!("--model is required (or `model` in the --config file)");
+    };
+    let Some(data_path) = args.data.clone() else {
+        bail!("--data is required (or `data` in the --config file)");
+    };
+    let Some(out) = args.out.clone() else {
+        bail!("--out is required (or `out` in the --config file)");
+    };
+    if args.valid.is_some() && args.valid_split.is_some() {
+        bail!("give either --valid or --valid-split, not both");
+    }
+    let device = wick::device::parse_device(args.device.as_deref().unwrap_or("cpu"))?;
+    let dtype = wick::device::parse_dtype(args.dtype.as_deref().unwrap_or("f32"))?;
+    let has_valid = args.valid.is_some() || args.valid_split.is_some_and(|f| f > 0.0);
+    let cfg = args.train_config(has_valid)?;
+    let batch_size = args.batch_size.unwrap_or(4);
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let resume_from = match &args.resume {
+        Some(dir) => Some(checkpoint::resolve_resume(dir)?),
+        None => None,
+    };
+
+    // Data files are checked before the model is loaded.
+    let train_data = read_jsonl(&data_path)?;
+    let (train_data, valid_data) = match (&args.valid, args.valid_split) {
+        (Some(v), _) => (train_data, Some(read_jsonl(v)?)),
+        (None, Some(f)) if f > 0.0 => {
+            let (t, v) = split(train_data, f, cfg.seed)?;
+            (t, Some(v))
+        }
+        _ => (train_data, None),
+    };
+
+    let files = ModelFiles::resolve(&model_spec)?;
+    let loaded = load_causal_lm(&files, &device, Some(dtype), None)
+        .with_context(|| format!("loading model {}", files.describe()))?;
+    let eos = loaded.defaults.eos_token_id.first().copied();
+    let opts = TokenizeOptions {
+        max_length: args.max_length.unwrap_or(1024),
+        overflow: if args.skip_long {
+            Overflow::Skip
+        } else {
+            Overflow::Truncate
+        },
+        train_on_all: args.train_on_all,
+        eos_token_id: eos,
+    };
+    let prepare = |data: &JsonlData| -> Result<Vec<Batch>> {
+        let (examples, report) = tokenize(
+            data,
+            &loaded.tokenizer,
+            loaded.chat_template.as_ref(),
+            &opts,
+        )?;
+        eprintln!("{}: {report}", data.path.display());
+        Ok(length_sorted_batches(
+            &examples,
+            batch_size,
+            eos.unwrap_or(0),
+        ))
+    };
+    let train = prepare(&train_data)?;
+    let valid = match &valid_data {
+        Some(v) => prepare(v)?,
+        None => Vec::new(),
+    };
+    if dtype != DType::F32 {
+        eprintln!("base model in {dtype:?}; adapter weights and optimizer state in f32");
+    }
+
+    let model = build_trainable(loaded, &args.lora())?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut trainer = match &resume_from {
+        Some(dir) => {
+            eprintln!("resuming from {}", dir.display());
+            Trainer::resume(model.as_ref(), cfg, train, valid, dir)?
+        }
+        None => {
+            let mut saved = args.clone();
+            saved.resume = None;
+            let text = toml::to_string(&saved).context("writing the run's options")?;
+            wick::io::npy::write_atomic(&out.join(OPTIONS_FILE), text.as_bytes())?;
+            Trainer::new(model.as_ref(), cfg, train, valid)?
+        }
+    };
+    let mut progress = Progress::new(trainer.state().step, trainer.state().total_steps);
+    let result = trainer.run(Some(&out), &mut |event| progress.event(event));
+    progress.finish();
+    let history = &trainer.state().history;
+    write_loss_png(
+        &out.join("loss.png"),
+        &train_losses(history),
+        &valid_losses(history),
+    )?;
+    result?;
+    let last = |v: Vec<(usize, f64)>| {
+        v.last()
+            .map(|(_, l)| format!("{l:.4}"))
+            .unwrap_or_else(|| "-".into())
+    };
+    eprintln!(
+        "done: {} steps, train loss {}, validation loss {}; adapter, metrics.jsonl and loss.png in {}",
+        trainer.state().step,
+        last(train_losses(history)),
+        last(valid_losses(history)),
+        out.display()
+    );
+    Ok(())
+}
+
+/// A progress bar on a terminal, a plain line every few steps otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    start: Instant,
+    tokens: u64,
+    total: usize,
+}
+
+impl Progress {
+    fn new(done: usize, total: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("step {pos}/{len} [{bar:30}] {msg} eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_position(done as u64);
+            bar.reset_eta();
+            bar
+        });
+        Progress {
+            bar,
+            start: Instant::now(),
+            tokens: 0,
+            total,
+        }
+    }
+
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Step(r) => {
+                self.tokens += r.tokens as u64;
+                let rate = self.tokens as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+                let msg = if r.skipped {
+                    format!("loss non-finite (skipped) lr {:.2e} {rate:.0} tok/s", r.lr)
+                } else {
+                    format!("loss {:.4} lr {:.2e} {rate:.0} tok/s", r.loss, r.lr)
+                };
+                match &self.bar {
+                    Some(bar) => {
+                        bar.set_position(r.step as u64);
+                        bar.set_message(msg);
+                    }
+                    None if r.step % 10 == 0 || r.step == self.total || r.skipped => {
+                        eprintln!("step {}/{}: {msg}", r.step, self.total)
+                    }
+                    None => {}
+                }
+            }
+            Event::Valid { step, loss, tokens } => self.println(format!(
+                "step {step}: validation loss {loss:.4} ({tokens} tokens)"
+            )),
+            Event::Checkpoint(path) => self.println(format!("saved {}", path.display())),
+        }
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
