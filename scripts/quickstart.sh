@@ -27,7 +27,7 @@ vecs = [json.loads(line) for line in open("target/quickstart-vectors.jsonl")]
 cos = lambda a, b: sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
 w = max(len(t) for t in texts)
 print(f"\ncosine similarity (all-MiniLM-L6-v2, {len(vecs[0])} dims)\n")
-print(" " * (w + 2) + "".join(f"  [{j}] " for j in range(len(texts))))
+print(" " * (w + 4) + "".join(f"{'[' + str(j) + ']':>7}" for j in range(len(texts))))
 for i, t in enumerate(texts):
-    print(f"[{i}] {t:<{w}}" + "".join(f" {cos(vecs[i], vecs[j]):5.3f}" for j in range(len(texts))))
+    print(f"[{i}] {t:<{w}}" + "".join(f"{cos(vecs[i], vecs[j]):7.3f}" for j in range(len(texts))))
 PY
