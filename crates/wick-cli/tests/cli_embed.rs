@@ -2,25 +2,13 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use testkit::compare::cosine;
 use testkit::paths::minilm;
 
 fn wick(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wick runs");
-    let mut pipe = child.stdin.take().expect("stdin is piped");
-    pipe.write_all(stdin.unwrap_or_default())
-        .expect("stdin accepts input");
-    drop(pipe);
-    child.wait_with_output().expect("wick finishes")
+    testkit::cli::run(env!("CARGO_BIN_EXE_wick"), args, stdin.unwrap_or_default())
 }
 
 fn model_arg() -> String {

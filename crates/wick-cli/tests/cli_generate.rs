@@ -4,24 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn wick(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wick runs");
-    let mut pipe = child.stdin.take().expect("stdin is piped");
-    // A command that fails early exits without reading stdin; that is not a test failure.
-    if let Err(e) = pipe.write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    drop(pipe);
-    child.wait_with_output().expect("wick finishes")
+    testkit::cli::run(env!("CARGO_BIN_EXE_wick"), args, stdin)
 }
 
 /// Runs a failing command and returns its one error line.

@@ -2,8 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use testkit::paths::real_model;
 
@@ -13,16 +12,7 @@ fn gguf() -> String {
 }
 
 fn wick(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The process may exit before reading stdin; a broken pipe here is fine.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
+    testkit::cli::run(env!("CARGO_BIN_EXE_wick"), args, stdin)
 }
 
 #[test]

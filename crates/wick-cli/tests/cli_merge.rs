@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use testkit::paths::{fixture, real_model};
@@ -18,16 +18,7 @@ use wick::lora::{self, LoraConfig, TargetModules};
 use wick::models::llama::{LlamaConfig, LlamaModel};
 
 fn wick(args: &[&str], stdin: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wick"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
+    testkit::cli::run(env!("CARGO_BIN_EXE_wick"), args, stdin)
 }
 
 fn ok(args: &[&str]) -> Output {

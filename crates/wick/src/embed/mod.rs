@@ -201,11 +201,3 @@ fn resolve_max_length(
     };
     Ok(from_st.unwrap_or(limit).min(limit))
 }
-
-/// Cosine similarity of two vectors (not assumed normalised).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    (dot / (na * nb).max(1e-30)) as f32
-}
