@@ -10,6 +10,19 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` (the same index in mimalloc v2 and v3's `mi_option_e`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped for reuse. By default mimalloc hands freed spans back to the OS
+/// after 10 ms, and buffers of tens of MB (activations, logits, gradients) are then
+/// page-faulted and zeroed again on every layer or step: in a training run that was 320k page
+/// faults and a third of the CPU time. The process's peak stays reserved instead, as with
+/// PyTorch's caching allocator.
+fn keep_freed_memory() {
+    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 #[derive(Parser)]
 #[command(
     name = "wick",
@@ -36,6 +49,7 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => commands::embed::run(args),

@@ -14,7 +14,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use wick::candle_core::DType;
-use wick::generate::load::{load_causal_lm, LoadedLm};
+use wick::generate::load::{is_gguf, load_causal_lm, LoadedLm};
 use wick::io::ModelFiles;
 use wick::lora::{LoraConfig, LoraLlama, TargetModules};
 use wick::train::checkpoint;
@@ -25,6 +25,18 @@ use wick::train::{
     length_sorted_batches, read_jsonl, tokenize, AdamWParams, Batch, Event, JsonlData, Overflow,
     ScheduleKind, TokenizeOptions, TrainConfig, TrainableModel, Trainer,
 };
+
+/// Runs candle's elementwise ops on the calling thread unless `CANDLE_NUM_THREADS` says
+/// otherwise (GEMMs stay multi-threaded). candle splits every op over ≥ 64k elements across a
+/// pool whose caller spin-waits for the other threads; a training step runs thousands of such
+/// ops, and on a 2-core machine with other work running a 4-step run took 75 s with the pool
+/// and 30 s without. Must run before the first candle op creates the pool.
+fn serial_elementwise_ops() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Safe in edition 2021; no other thread is running yet.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
 
 /// Name of the options file written into the output directory.
 const OPTIONS_FILE: &str = "train.toml";
@@ -45,6 +57,10 @@ pub struct TrainArgs {
     /// Base model dtype: f32, bf16 or f16 [default: f32]; adapter weights are always f32.
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Keep a GGUF base quantized (QLoRA-style): each weight is dequantized on the fly in the
+    /// forward and backward pass and dropped, so the f32 base is never held in memory.
+    #[arg(long, conflicts_with = "dtype")]
+    pub quantized_base: bool,
     /// Training data: JSONL of {"text"}, {"prompt","completion"} or {"messages"} objects.
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
@@ -183,6 +199,7 @@ impl TrainArgs {
         );
         self.skip_long |= base.skip_long;
         self.train_on_all |= base.train_on_all;
+        self.quantized_base |= base.quantized_base;
         self.no_shuffle |= base.no_shuffle;
         self
     }
@@ -275,6 +292,7 @@ pub fn build_trainable(loaded: LoadedLm, lora: &LoraArgs) -> Result<Box<dyn Trai
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    serial_elementwise_ops();
     // Options: flags, over --config, over OUT/train.toml when resuming.
     let mut args = match args.config.clone() {
         Some(path) => {
@@ -329,7 +347,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
 
     let files = ModelFiles::resolve(&model_spec)?;
-    let loaded = load_causal_lm(&files, &device, Some(dtype), None)
+    let base_dtype = match args.quantized_base {
+        true if !matches!(&files, ModelFiles::File(p) if is_gguf(p)) => bail!(
+            "--quantized-base needs a GGUF model; {} is not one",
+            files.describe()
+        ),
+        true if dtype != DType::F32 => bail!("--quantized-base computes in f32; drop --dtype"),
+        true => None,
+        false => Some(dtype),
+    };
+    let loaded = load_causal_lm(&files, &device, base_dtype, None)
         .with_context(|| format!("loading model {}", files.describe()))?;
     let eos = loaded.defaults.eos_token_id.first().copied();
     let opts = TokenizeOptions {
@@ -361,7 +388,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(v) => prepare(v)?,
         None => Vec::new(),
     };
-    if dtype != DType::F32 {
+    if args.quantized_base {
+        eprintln!("base model kept quantized; adapter weights and optimizer state in f32");
+    } else if dtype != DType::F32 {
         eprintln!("base model in {dtype:?}; adapter weights and optimizer state in f32");
     }
 

@@ -56,7 +56,8 @@ fn with_adapter(mut model: LlamaModel, adapter: Option<&Path>) -> Result<LlamaMo
     Ok(model)
 }
 
-fn is_gguf(path: &Path) -> bool {
+/// Whether `path` names a GGUF file (by its extension).
+pub fn is_gguf(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }

@@ -449,7 +449,7 @@ impl LlamaModel {
         attention_mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        self.run(input_ids, attention_mask, Some(cache), false)
+        self.run(input_ids, attention_mask, Some(cache), Rows::All)
     }
 
     /// Like [`LlamaModel::forward`] but only the last column's logits (batch, vocab): the next
@@ -461,7 +461,7 @@ impl LlamaModel {
         cache: &mut KvCache,
     ) -> Result<Tensor> {
         Ok(self
-            .run(input_ids, attention_mask, Some(cache), true)?
+            .run(input_ids, attention_mask, Some(cache), Rows::Last)?
             .squeeze(1)?)
     }
 
@@ -472,7 +472,19 @@ impl LlamaModel {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.run(input_ids, attention_mask, None, false)
+        self.run(input_ids, attention_mask, None, Rows::All)
+    }
+
+    /// Logits (n, vocab) at the flat positions `positions` (u32, index `b · seq + t`) of a whole
+    /// sequence without a cache; differentiable. Training needs logits only where a token is
+    /// trained on, and the LM head over a 49k–150k vocabulary is the largest GEMM of a step.
+    pub fn logits_at(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        positions: &Tensor,
+    ) -> Result<Tensor> {
+        self.run(input_ids, attention_mask, None, Rows::At(positions))
     }
 
     fn run(
@@ -480,7 +492,7 @@ impl LlamaModel {
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
-        last_only: bool,
+        rows: Rows,
     ) -> Result<Tensor> {
         let (b, s) = match *input_ids.dims() {
             [b, s] if b > 0 && s > 0 => (b, s),
@@ -540,9 +552,25 @@ impl LlamaModel {
         if let Some(c) = cache {
             c.commit(step);
         }
-        let x = if last_only { x.narrow(1, s - 1, 1)? } else { x };
+        let x = match rows {
+            Rows::All => x,
+            Rows::Last => x.narrow(1, s - 1, 1)?,
+            Rows::At(positions) => {
+                let hidden = x.dim(2)?;
+                x.reshape((b * s, hidden))?.index_select(positions, 0)?
+            }
+        };
         Ok(self.lm_head.forward(&self.norm.forward(&x)?)?)
     }
+}
+
+/// Which positions [`LlamaModel::run`] computes logits for.
+enum Rows<'a> {
+    All,
+    /// The last column: (batch, 1, vocab).
+    Last,
+    /// Flat positions `b · seq + t`: (n, vocab).
+    At(&'a Tensor),
 }
 
 /// `model.layers.{layer}.self_attn.q_proj` / `model.layers.{layer}.mlp.gate_proj`.

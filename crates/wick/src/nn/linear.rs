@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result as WickResult};
 use crate::io::weights::WeightView;
+use crate::ops::frozen_matmul::{frozen_matmul, FrozenWeight};
 use crate::ops::{self, qmatmul::qmatmul};
 
 /// The frozen base weight of a [`Linear`].
@@ -301,16 +302,18 @@ impl Linear {
         Ok(())
     }
 
-    /// `x·Wᵀ` for x (rows, in). A quantized weight runs through `QMatMul`, which passes no
-    /// gradient to `x` in candle 0.11.1 (`apply_op1_no_bwd`); when `x` is part of a tracked
-    /// graph (an adapter below this layer is training), the weight is dequantized on the fly
-    /// and multiplied as a plain (frozen) tensor so gradients flow through to `x`.
+    /// `x·Wᵀ` for x (rows, in). When `x` is part of a tracked graph (an adapter below this layer
+    /// is training) and the weight is frozen, [`frozen_matmul`] passes the gradient to `x` only.
+    /// A quantized weight otherwise runs through `QMatMul`, which passes no gradient to `x` in
+    /// candle 0.11.1 (`apply_op1_no_bwd`), so when tracking it is dequantized on the fly there.
     fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
+            LinearWeight::Dense(w) if x.track_op() && !w.track_op() => {
+                frozen_matmul(x, &FrozenWeight::Dense(w.clone()))
+            }
             LinearWeight::Dense(w) => x.matmul(&w.t()?),
             LinearWeight::Quantized(QMatMul::QTensor(q)) if x.track_op() => {
-                let w = q.dequantize(x.device())?.to_dtype(x.dtype())?;
-                x.matmul(&w.t()?)
+                frozen_matmul(x, &FrozenWeight::Quantized(q.clone()))
             }
             LinearWeight::Quantized(q) => ops::qmatmul::forward(q, x),
         }

@@ -105,42 +105,61 @@ impl CustomOp3 for FusedLinear {
         for _ in 0..m {
             dst.extend_from_slice(b);
         }
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: dst is m×n row-major, x is m×k row-major and w is n×k row-major (read as the
-        // k×n matrix Wᵀ through its strides); all three slices hold at least that many elements.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            )
-        }
+        // SAFETY: dst is m×n, x is m×k and w is n×k, all row-major and at least that long.
+        unsafe { gemm_x_wt(&mut dst, x, w, m, n, k, true) };
         if self.0 == Activation::GeluErf {
             dst.par_chunks_mut(n.max(1) * 16)
                 .for_each(gelu_erf_in_place);
         }
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+    }
+}
+
+/// `dst (m×n) = x (m×k) · wᵀ` for `w` (n×k), plus `dst`'s own contents when `accumulate`, with
+/// the gemm crate on candle's thread count.
+///
+/// # Safety
+/// `dst` must hold m·n, `x` m·k and `w` n·k elements, all row-major.
+pub(crate) unsafe fn gemm_x_wt(
+    dst: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    debug_assert!(dst.len() >= m * n && x.len() >= m * k && w.len() >= n * k);
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the caller guarantees the lengths; w (n×k row-major) is read as the k×n matrix Wᵀ
+    // through its strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
     }
 }
 

@@ -2,6 +2,8 @@
 //! `op_reference` built from candle primitives that is the spec and the fallback.
 
 pub mod attention;
+pub mod cross_entropy;
+pub mod frozen_matmul;
 pub mod layer_norm;
 pub mod linear;
 pub mod qmatmul;

@@ -14,6 +14,16 @@ impl TrainableModel for LoraLlama {
         LoraLlama::logits(self, input_ids, Some(attention_mask))
     }
 
+    fn logits_at(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor> {
+        self.model()
+            .logits_at(input_ids, Some(attention_mask), positions)
+    }
+
     fn trainable(&self) -> Vec<(String, Var)> {
         LoraLlama::trainable(self)
     }

@@ -42,6 +42,20 @@ pub trait TrainableModel {
     /// (batch, seq), 1 real / 0 padding; differentiable with respect to [`Self::trainable`].
     fn logits(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor>;
 
+    /// Logits (n, vocab) at the flat positions `positions` (u32, index `b · seq + t`): training
+    /// needs them only where a token is trained on. The default selects rows of
+    /// [`Self::logits`]; models override it to skip the LM head elsewhere.
+    fn logits_at(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        positions: &Tensor,
+    ) -> Result<Tensor> {
+        let logits = self.logits(input_ids, attention_mask)?;
+        let (b, s, vocab) = logits.dims3()?;
+        Ok(logits.reshape((b * s, vocab))?.index_select(positions, 0)?)
+    }
+
     /// The trainable parameters (f32), named as they are saved, in a stable order.
     fn trainable(&self) -> Vec<(String, Var)>;
 

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::train::batch::{epoch_order, Batch};
 use crate::train::checkpoint;
 pub use crate::train::config::TrainConfig;
-use crate::train::loss::causal_lm_nll_sum;
+use crate::train::loss::{nll_sum, trained_positions};
 use crate::train::metrics::{self, Metric, METRICS_FILE};
 use crate::train::optim::{clip_grad_norm, global_norm, AdamW};
 use crate::train::schedule::Schedule;
@@ -213,9 +213,8 @@ impl<'m> Trainer<'m> {
             }
             self.model
                 .set_dropout_seed(Some(dropout_seed(self.cfg.seed, self.state.step, micro)));
-            let (ids, mask) = batch.tensors(self.model.device())?;
-            let logits = self.model.logits(&ids, &mask)?;
-            let (nll, _) = causal_lm_nll_sum(&logits, &batch.labels)?;
+            let (logits, targets) = self.trained_logits(batch)?;
+            let nll = nll_sum(&logits, &targets)?;
             let part = (nll / total_targets as f64)?;
             let value = part.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -293,13 +292,20 @@ impl<'m> Trainer<'m> {
             if batch.target_count() == 0 {
                 continue;
             }
-            let (ids, mask) = batch.tensors(self.model.device())?;
-            let logits = self.model.logits(&ids, &mask)?.detach();
-            let (nll, n) = causal_lm_nll_sum(&logits, &batch.labels)?;
-            sum += nll.to_scalar::<f32>()? as f64;
-            count += n;
+            let (logits, targets) = self.trained_logits(batch)?;
+            sum += nll_sum(&logits.detach(), &targets)?.to_scalar::<f32>()? as f64;
+            count += targets.len();
         }
         Ok((count > 0).then(|| ((sum / count as f64) as f32, count)))
+    }
+
+    /// The logits at `batch`'s trained positions, and their targets.
+    fn trained_logits(&self, batch: &Batch) -> Result<(Tensor, Vec<u32>)> {
+        let device = self.model.device();
+        let (ids, mask) = batch.tensors(device)?;
+        let (positions, targets) = trained_positions(&batch.labels, batch.rows, batch.cols);
+        let positions = Tensor::from_vec(positions, targets.len(), device)?;
+        Ok((self.model.logits_at(&ids, &mask, &positions)?, targets))
     }
 
     fn validate_and_record(&mut self) -> Result<Option<Event>> {
