@@ -5,10 +5,9 @@ Usage (from anywhere): /root/refvenv/bin/python bench/train_cpu.py [--steps N] [
 
 Configurations, each its own process under `/usr/bin/time -v` (peak RSS = its "Maximum resident
 set size", the same for every row):
-  wick f32               `wick train` on the Q4_1 GGUF; `wick train` always loads the base with a
-                         float dtype (--dtype, default f32), so the GGUF is dequantized at load.
-                         The library can run a LoRA forward/backward on a quantized base, but the
-                         CLI has no way to ask for it: there is no quantized-base wick row.
+  wick f32               `wick train --dtype f32` on the Q4_1 GGUF: dequantized at load
+  wick Q4_1 base         `wick train --quantized-base`: the GGUF's Q4_1 blocks stay in memory and
+                         each weight is dequantized on use, forward and backward (QLoRA-style)
   mlx f32 [BLAS]         mlx-lm's trainer (`mlx_lm.tuner.trainer.train`, what `mlx_lm.lora` runs)
                          on bench/out/smollm2_135m_hf_f32 (transformers' dequantization of the
                          same GGUF, written by bench/generate_cpu.py)
@@ -87,6 +86,7 @@ PAD_TO = 32  # mlx-lm's iterate_batches pads to 1 + a multiple of this
 CONFIGS = {
     # name: (side, model, blas)
     "wick f32": ("wick", "f32", None),
+    "wick Q4_1 base": ("wick", "q4_1", None),
     "mlx f32 + OpenBLAS": ("mlx", HF_F32, "openblas"),
     "mlx f32 default BLAS": ("mlx", HF_F32, "default"),
     "mlx 4-bit default BLAS": ("mlx", MLX_Q4, "default"),
@@ -247,9 +247,10 @@ def popen_timed(cmd, env, run_dir, limit_s, on_poll=None):
     return p.returncode, int(m[1]) if m else None, wall
 
 
-def wick_command(gguf, train_file, run_dir, steps):
+def wick_command(gguf, train_file, run_dir, steps, quantized):
+    base = ["--quantized-base"] if quantized else ["--dtype", "f32"]
     return [
-        str(BINARY), "train", "--model", str(gguf), "--dtype", "f32", "--data", str(train_file),
+        str(BINARY), "train", "--model", str(gguf), *base, "--data", str(train_file),
         "--out", str(run_dir), "--max-length", str(MAX_LEN), "--train-on-all",
         "--batch-size", str(BATCH), "--max-steps", str(steps), "--lr", str(LR),
         "--schedule", "constant", "--warmup-steps", "0", "--weight-decay", "0",
@@ -264,7 +265,7 @@ def run_wick(name, gguf, train_file, args, limit_s):
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     env, _ = gen.clean_env()
-    cmd = wick_command(gguf, train_file, run_dir, args.steps)
+    cmd = wick_command(gguf, train_file, run_dir, args.steps, CONFIGS[name][1] == "q4_1")
     metrics = run_dir / "metrics.jsonl"
     seen = []  # (arrival time, parsed line)
     t_start = time.perf_counter()
@@ -420,7 +421,7 @@ def main():
         t0, (m0, o0) = time.perf_counter(), gen.cpu_busy_s()
         if side == "wick":
             r = run_wick(name, gguf, train_file, args, limit)
-            order_file = r["order_file"]
+            order_file = r["order_file"]  # the same seeded order for every wick row
         else:
             r = run_mlx(name, model, blas, train_file, order_file, args, limit)
         m1, o1 = gen.cpu_busy_s()
@@ -455,8 +456,10 @@ def main():
         sel = timed_steps(n, widths[:n] if widths else [0] * n, args.warmup)
         r["timed_steps"] = sel
         r["tok_s"], r["timed_tokens"], r["timed_s"] = rate(r["steps"], sel)
-        if name != "wick f32" and "wick f32" in results:
-            w = results["wick f32"]
+        # Each mlx row against wick with the same kind of base: f32, or quantized.
+        mine = "wick Q4_1 base" if "4-bit" in name else "wick f32"
+        if CONFIGS[name][0] == "mlx" and mine in results:
+            w = results[mine]
             r["wick_tok_s_same_steps"] = rate(w["steps"], sel)[0]
             r["wick_over_mlx"] = r["wick_tok_s_same_steps"] / r["tok_s"]
 
@@ -488,9 +491,6 @@ def main():
             "mlx_budget_s": args.mlx_budget,
         },  # fmt: skip
         "batch_widths_mlx": widths,
-        "wick_quantized_base": "not measured: `wick train` always passes a float dtype (--dtype, "
-        "default f32) to the loader, which then dequantizes the GGUF; the CLI cannot keep a "
-        "quantized base",
         "skipped": skipped,
         "versions": {
             "python": platform.python_version(),
@@ -520,16 +520,19 @@ def main():
           f"same order on both sides; tok/s = real (non-padding) tokens per second over the "
           f"steady-state steps (after {args.warmup} warm-up steps, leaving out MLX's "
           f"first step at each new batch shape; slow mlx rows stop after ~{args.mlx_budget:.0f} s "
-          f"with 1 warm-up step); wick/mlx compares wick f32 over the same steps; peak RSS = "
+          f"with 1 warm-up step); wick/mlx compares wick over the same steps; peak RSS = "
           f"/usr/bin/time's max RSS of the whole process; commit {report['git_commit']}"
-          f"{' (dirty)' if report['git_dirty'] else ''}, {report['date']}. No quantized-base wick "
-          f"row: `wick train` always dequantizes the GGUF (--dtype f32 default).\n")
+          f"{' (dirty)' if report['git_dirty'] else ''}, {report['date']}. wick/mlx compares "
+          f"f32 rows with wick f32 and 4-bit rows with wick's Q4_1 base (--quantized-base).\n")
     print("| config | base | tok/s | peak RSS MiB | wick/mlx | loss first→last | timed steps |")
     print("|---|---|---:|---:|---:|---|---|")
-    bases = {"wick f32": "f32 (Q4_1 GGUF dequantized at load)"}
+    bases = {
+        "wick f32": "f32 (Q4_1 GGUF dequantized at load)",
+        "wick Q4_1 base": "Q4_1 GGUF kept quantized (--quantized-base)",
+    }
     for name, r in results.items():
         base = bases.get(name) or ("f32 (HF folder)" if "f32" in name else "4-bit affine g32")
-        label = "wick" if name == "wick f32" else (
+        label = "wick" if name.startswith("wick") else (
             "mlx-lm + OpenBLAS" if "OpenBLAS" in name else "mlx-lm, default BLAS")
         ratio = f"{r['wick_over_mlx']:.2f}x" if "wick_over_mlx" in r else "—"
         losses = [s["loss"] for s in r["steps"]]

@@ -8,9 +8,12 @@ Usage:
   scripts/chatterbot-to-jsonl.py [--corpus DIR] [--out-dir DIR] [--valid-percent N]
   scripts/chatterbot-to-jsonl.py --self-check   # fallback parser vs PyYAML on every file
 
-Writes OUT/train.jsonl and OUT/valid.jsonl (default OUT: data/chatterbot). The split is
-deterministic: a conversation goes to validation when sha256("<file>:<index>") mod 100 is below
---valid-percent (default 10), so it does not depend on file order or Python's hash seed.
+Writes OUT/train.jsonl and OUT/valid.jsonl (default OUT: data/chatterbot). The corpus repeats
+many conversations (and asks many questions more than once, with different answers): repeated
+conversations are kept once, and the split goes by question, so validation measures questions
+the model was not trained on. The split is deterministic: a conversation goes to validation when
+sha256 of its first line (lower-cased, whitespace collapsed) mod 100 is below --valid-percent
+(default 10), independent of file order and Python's hash seed.
 
 Needs only the standard library: PyYAML is used when installed, otherwise a small parser for
 the subset of YAML the corpus uses (block sequences, plain / quoted / block scalars).
@@ -210,8 +213,9 @@ def to_messages(conversation):
     return [{"role": roles[k % 2], "content": t} for k, t in enumerate(lines)]
 
 
-def is_valid(name, index, percent):
-    digest = hashlib.sha256(f"{name}:{index}".encode()).digest()
+def is_valid(question, percent):
+    key = " ".join(question.lower().split())
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") % 100 < percent
 
 
@@ -220,20 +224,27 @@ def convert(corpus, out_dir, percent):
     if not files:
         sys.exit(f"no .yml files in {corpus}: run scripts/fetch-models.sh first")
     out_dir.mkdir(parents=True, exist_ok=True)
-    counts = {"train": 0, "valid": 0}
+    counts = {"train": 0, "valid": 0, "repeated": 0}
+    seen = set()
     with open(out_dir / "train.jsonl", "w", encoding="utf-8") as train, open(
         out_dir / "valid.jsonl", "w", encoding="utf-8"
     ) as valid:
         for path in files:
-            for index, conv in enumerate((load(path) or {}).get("conversations") or []):
+            for conv in (load(path) or {}).get("conversations") or []:
                 messages = to_messages(conv)
                 if not messages or any(not m["content"] for m in messages):
                     continue
-                split = "valid" if is_valid(path.name, index, percent) else "train"
+                line = json.dumps({"messages": messages}, ensure_ascii=False)
+                if line in seen:
+                    counts["repeated"] += 1
+                    continue
+                seen.add(line)
+                split = "valid" if is_valid(messages[0]["content"], percent) else "train"
                 f = valid if split == "valid" else train
-                f.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
+                f.write(line + "\n")
                 counts[split] += 1
-    print(f"{out_dir}: {counts['train']} train, {counts['valid']} valid conversations from {len(files)} files")
+    print(f"{out_dir}: {counts['train']} train, {counts['valid']} valid conversations from "
+          f"{len(files)} files ({counts['repeated']} repeated conversations left out)")
 
 
 def self_check(corpus):

@@ -113,6 +113,42 @@ fn bad_options_are_rejected_before_reading_anything() {
 }
 
 #[test]
+fn quantized_base_needs_a_gguf_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(dir.path(), "train.jsonl", "{\"text\": \"a b c\"}\n");
+    let tiny = testkit::paths::fixture("tiny_llama");
+    let args = [
+        "--model",
+        tiny.to_str().unwrap(),
+        "--data",
+        &data,
+        "--out",
+        "o",
+        "--quantized-base",
+    ];
+    let err = error_line(&args);
+    assert!(
+        err.contains("--quantized-base needs a GGUF model") && err.contains("tiny_llama"),
+        "{err}"
+    );
+    let err = error_line(&[
+        "--model",
+        "x.gguf",
+        "--data",
+        &data,
+        "--out",
+        "o",
+        "--quantized-base",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(
+        err.contains("--dtype") && err.contains("--quantized-base"),
+        "{err}"
+    );
+}
+
+#[test]
 fn config_file_supplies_options_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
     let bad = write(dir.path(), "bad.jsonl", "not json\n");
@@ -272,7 +308,7 @@ fn cli_trains_and_writes_checkpoints_metrics_and_plot() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(
         metrics.matches("\"kind\":\"valid\"").count(),
-        2,
+        3,
         "{metrics}"
     );
     let png = std::fs::read(out.join("loss.png")).unwrap();

@@ -147,8 +147,8 @@ fn uninterrupted_run_writes_checkpoints_metrics_and_adapter() {
     assert_eq!(train_losses(&history).len(), 17);
     assert_eq!(
         valid_losses(&history).len(),
-        5,
-        "every 4 steps and at the end"
+        6,
+        "before the first step, every 4 steps and at the end"
     );
     let steps: Vec<usize> = checkpoint::list(out).unwrap().iter().map(|c| c.0).collect();
     assert_eq!(steps, [2, 4, 6, 8, 10, 12, 14, 16, 17]);
@@ -156,8 +156,11 @@ fn uninterrupted_run_writes_checkpoints_metrics_and_adapter() {
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), history.len());
     let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
-    assert_eq!(first["kind"], "train");
-    assert_eq!(first["step"], 1);
+    assert_eq!(first["kind"], "valid");
+    assert_eq!(first["step"], 0);
+    let second: serde_json::Value = serde_json::from_str(lines.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(second["kind"], "train");
+    assert_eq!(second["step"], 1);
     assert_eq!(first["lr"], 0.0, "the first warmup step runs at lr 0");
 }
 

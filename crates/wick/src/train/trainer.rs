@@ -325,7 +325,8 @@ impl<'m> Trainer<'m> {
         checkpoint::save(out, self.model, &self.opt, &self.state)
     }
 
-    /// Trains to the end. With `out`, appends to `out/metrics.jsonl` (rewritten from the
+    /// Trains to the end, validating before the first step, every `eval_every` steps and at the
+    /// end. With `out`, appends to `out/metrics.jsonl` (rewritten from the
     /// checkpoint's history on resume), checkpoints every `save_every` steps and at the end, and
     /// writes the final adapter into `out` itself.
     pub fn run(&mut self, out: Option<&Path>, on_event: &mut dyn FnMut(&Event)) -> Result<()> {
@@ -341,6 +342,13 @@ impl<'m> Trainer<'m> {
         };
         let mut last_saved = None;
         let first_step = self.state.step;
+        // The baseline every later validation loss is compared with (mlx-lm reports it too).
+        if first_step == 0 && self.state.history.is_empty() {
+            if let Some(ev) = self.validate_and_record()? {
+                record(out, self.state.history.last())?;
+                on_event(&ev);
+            }
+        }
         while !self.is_done() {
             let report = self.step()?;
             record(out, self.state.history.last())?;
