@@ -161,7 +161,7 @@ fn uninterrupted_run_writes_checkpoints_metrics_and_adapter() {
     let second: serde_json::Value = serde_json::from_str(lines.lines().nth(1).unwrap()).unwrap();
     assert_eq!(second["kind"], "train");
     assert_eq!(second["step"], 1);
-    assert_eq!(first["lr"], 0.0, "the first warmup step runs at lr 0");
+    assert_eq!(second["lr"], 0.0, "the first warmup step runs at lr 0");
 }
 
 #[test]
