@@ -40,8 +40,15 @@ fn openai_python() -> PathBuf {
     }
     std::fs::create_dir_all(&cache).unwrap();
     let tmp = cache.join(format!("openai-venv-tmp-{}", std::process::id()));
-    let ok = Command::new("python3").args(["-m", "venv"]).arg(&tmp).status().unwrap();
-    assert!(ok.success(), "python3 -m venv failed (install python3-venv)");
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&tmp)
+        .status()
+        .unwrap();
+    assert!(
+        ok.success(),
+        "python3 -m venv failed (install python3-venv)"
+    );
     let pip = Command::new(tmp.join("bin").join("pip"))
         .args(["install", "-q", &format!("openai=={OPENAI_VERSION}")])
         .status()
@@ -56,14 +63,26 @@ fn openai_python() -> PathBuf {
 /// A q/v adapter with non-zero B, so it changes the output.
 fn write_adapter(dir: &Path) {
     let files = ModelFiles::resolve(gguf().to_str().unwrap()).unwrap();
-    let mut model = load_causal_lm(&files, &Device::Cpu, None, None).unwrap().model.into_model();
+    let mut model = load_causal_lm(&files, &Device::Cpu, None, None)
+        .unwrap()
+        .model
+        .into_model();
     let cfg = LoraConfig::new(8, 16.0, TargetModules::from_names(&["q_proj", "v_proj"]));
     let params = wick::lora::apply(&mut model, &cfg, 7).unwrap();
     for (name, var) in params.named_vars() {
         if name.contains("lora_B") {
             let n = var.elem_count() as u32;
-            let t = Tensor::arange(0u32, n, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
-            let t = t.affine(0.37, 0.0).unwrap().sin().unwrap().affine(0.05, 0.0).unwrap();
+            let t = Tensor::arange(0u32, n, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            let t = t
+                .affine(0.37, 0.0)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .affine(0.05, 0.0)
+                .unwrap();
             var.set(&t.reshape(var.dims()).unwrap()).unwrap();
         }
     }
@@ -73,8 +92,19 @@ fn write_adapter(dir: &Path) {
 /// Starts `wick serve` on a free port; returns the child and its address.
 fn serve(adapters: &Path) -> (Child, String) {
     let mut child = Command::new(wick())
-        .args(["serve", "--model", gguf().to_str().unwrap(), "--model-name", "smollm2"])
-        .args(["--embedding-model", minilm().to_str().unwrap(), "--embedding-model-name", "minilm"])
+        .args([
+            "serve",
+            "--model",
+            gguf().to_str().unwrap(),
+            "--model-name",
+            "smollm2",
+        ])
+        .args([
+            "--embedding-model",
+            minilm().to_str().unwrap(),
+            "--embedding-model-name",
+            "minilm",
+        ])
         .arg("--adapters")
         .arg(adapters)
         .args(["--port", "0"])
@@ -87,7 +117,10 @@ fn serve(adapters: &Path) -> (Child, String) {
     let mut line = String::new();
     let addr = loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "wick serve exited before listening");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "wick serve exited before listening"
+        );
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split_whitespace().next().unwrap().to_string();
         }
@@ -96,19 +129,31 @@ fn serve(adapters: &Path) -> (Child, String) {
     std::thread::spawn(move || {
         let mut rest = String::new();
         let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        std::fs::write(std::env::temp_dir().join(format!("wick-serve-{}.log", std::process::id())), rest).ok();
+        std::fs::write(
+            std::env::temp_dir().join(format!("wick-serve-{}.log", std::process::id())),
+            rest,
+        )
+        .ok();
     });
     (child, addr)
 }
 
 fn cli_stdout(args: &[&str]) -> String {
     let out = testkit::cli::run(wick(), args, b"");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
@@ -122,42 +167,103 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
     let script = workspace_root().join("crates/wick-cli/tests/serve_openai_client.py");
     let out = Command::new(&python)
         .arg(&script)
-        .args([&format!("http://{addr}/v1"), KEY, "smollm2", "my-adapter", "minilm"])
+        .args([
+            &format!("http://{addr}/v1"),
+            KEY,
+            "smollm2",
+            "my-adapter",
+            "minilm",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got: Value = serde_json::from_slice(&out.stdout).unwrap();
     println!("{}", serde_json::to_string_pretty(&got["chat"]).unwrap());
     assert_eq!(got["openai_version"], OPENAI_VERSION);
 
     let gguf = gguf();
     let m = gguf.to_str().unwrap();
-    let chat_cli = cli_stdout(&["generate", "--model", m, "--chat", "--temperature", "0", "--max-tokens", "24", QUESTION]);
+    let chat_cli = cli_stdout(&[
+        "generate",
+        "--model",
+        m,
+        "--chat",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+        QUESTION,
+    ]);
     assert!(!chat_cli.is_empty());
     assert_eq!(got["chat"], chat_cli.as_str());
     assert_eq!(got["chat_streamed"], chat_cli.as_str());
     let adapter_cli = cli_stdout(&[
-        "generate", "--model", m, "--adapter", adapter.to_str().unwrap(), "--chat", "--temperature", "0",
-        "--max-tokens", "24", QUESTION,
+        "generate",
+        "--model",
+        m,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--chat",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+        QUESTION,
     ]);
     assert_ne!(adapter_cli, chat_cli, "the adapter changes the output");
     assert_eq!(got["adapter_chat"], adapter_cli.as_str());
-    let completion_cli = cli_stdout(&["generate", "--model", m, "--temperature", "0", "--max-tokens", "12", "1, 2, 3, 4,"]);
+    let completion_cli = cli_stdout(&[
+        "generate",
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "1, 2, 3, 4,",
+    ]);
     assert_eq!(got["completion"], completion_cli.as_str());
 
     let texts = ["A man is eating food.", "A man is eating a piece of bread."];
-    let embed_cli = cli_stdout(&["embed", "--model", minilm().to_str().unwrap(), texts[0], texts[1]]);
+    let embed_cli = cli_stdout(&[
+        "embed",
+        "--model",
+        minilm().to_str().unwrap(),
+        texts[0],
+        texts[1],
+    ]);
     for (i, line) in embed_cli.lines().enumerate() {
         let expected = floats(&serde_json::from_str(line).unwrap());
-        assert_close("base64 embedding", &floats(&got["embeddings"][i]), &expected, 1e-5, 1e-4);
-        assert_close("float embedding", &floats(&got["embeddings_float"][i]), &expected, 1e-5, 1e-4);
+        assert_close(
+            "base64 embedding",
+            &floats(&got["embeddings"][i]),
+            &expected,
+            1e-5,
+            1e-4,
+        );
+        assert_close(
+            "float embedding",
+            &floats(&got["embeddings_float"][i]),
+            &expected,
+            1e-5,
+            1e-4,
+        );
     }
 
     assert_eq!(got["n2"]["status"], 400);
     assert_eq!(got["n2"]["param"], "n");
     assert_eq!(got["unknown_model"]["status"], 404);
     assert_eq!(got["wrong_key"]["status"], 401);
-    let models: Vec<&str> = got["models"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let models: Vec<&str> = got["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
     assert_eq!(models, ["minilm", "my-adapter", "smollm2"]);
 
     // SIGTERM with a stream in flight: the stream still completes, then the process exits 0.
@@ -166,7 +272,14 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
         "messages": [{"role": "user", "content": "Tell me a story."}],
     });
     let auth = format!("Bearer {KEY}");
-    let stream = open(&addr, "POST", "/v1/chat/completions", &[("Authorization", &auth)], body.to_string().as_bytes()).unwrap();
+    let stream = open(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", &auth)],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
     let mut reader = BufReader::new(stream);
     assert_eq!(read_head(&mut reader).unwrap().0, 200);
     let mut line = String::new();
@@ -174,14 +287,20 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
         line.clear();
         assert!(reader.read_line(&mut line).unwrap() > 0);
     }
-    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
     let mut rest = String::new();
     while reader.read_line(&mut line).unwrap() > 0 {
         rest.push_str(&line);
         line.clear();
     }
-    assert!(rest.contains("data: [DONE]"), "the in-flight stream was cut: {rest}");
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the in-flight stream was cut: {rest}"
+    );
     let status = child.wait().unwrap();
     assert!(status.success(), "wick serve exited with {status}");
 }

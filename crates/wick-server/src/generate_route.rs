@@ -235,7 +235,11 @@ fn stream(
     tokio::spawn(async move {
         let send = |value: Value| {
             let tx = tx.clone();
-            async move { tx.send(Ok(Event::default().data(value.to_string()))).await.is_ok() }
+            async move {
+                tx.send(Ok(Event::default().data(value.to_string())))
+                    .await
+                    .is_ok()
+            }
         };
         if reply.kind == Kind::Chat && !send(reply.chunk(None, None, true)).await {
             return;

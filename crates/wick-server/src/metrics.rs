@@ -121,16 +121,30 @@ impl Metrics {
                 &LATENCY_BUCKETS,
             );
         }
-        out.push_str("# HELP wick_batch_size Sequences per decode step / texts per embedding batch.\n");
+        out.push_str(
+            "# HELP wick_batch_size Sequences per decode step / texts per embedding batch.\n",
+        );
         out.push_str("# TYPE wick_batch_size histogram\n");
         for (engine, h) in &t.batches {
             let label = format!("engine=\"{engine}\"");
             h.render(&mut out, "wick_batch_size", &label, &BATCH_BUCKETS);
         }
         let counters = [
-            ("wick_tokens_in_total", "kind=\"prompt\"", &self.prompt_tokens),
-            ("wick_tokens_in_total", "kind=\"embedding\"", &self.embedding_tokens),
-            ("wick_tokens_out_total", "kind=\"completion\"", &self.completion_tokens),
+            (
+                "wick_tokens_in_total",
+                "kind=\"prompt\"",
+                &self.prompt_tokens,
+            ),
+            (
+                "wick_tokens_in_total",
+                "kind=\"embedding\"",
+                &self.embedding_tokens,
+            ),
+            (
+                "wick_tokens_out_total",
+                "kind=\"completion\"",
+                &self.completion_tokens,
+            ),
         ];
         out.push_str("# HELP wick_tokens_in_total Tokens read: prompts and embedding inputs.\n");
         out.push_str("# TYPE wick_tokens_in_total counter\n");
@@ -139,7 +153,9 @@ impl Metrics {
         for (name, label, n) in counters {
             let _ = writeln!(out, "{name}{{{label}}} {}", n.load(Ordering::Relaxed));
         }
-        out.push_str("# HELP wick_generations_cancelled_total Generations ended by a client leaving.\n");
+        out.push_str(
+            "# HELP wick_generations_cancelled_total Generations ended by a client leaving.\n",
+        );
         out.push_str("# TYPE wick_generations_cancelled_total counter\n");
         let _ = writeln!(
             out,

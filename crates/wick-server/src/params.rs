@@ -60,8 +60,16 @@ impl GenParams {
         p.stop = take_stop(body)?;
         p.logit_bias = take_logit_bias(body)?;
         p.include_usage = take_stream_options(body, p.stream)?;
-        body.unsupported("logprobs", &[json!(false)], "log probabilities are not returned")?;
-        body.unsupported("top_logprobs", &[json!(0)], "log probabilities are not returned")?;
+        body.unsupported(
+            "logprobs",
+            &[json!(false)],
+            "log probabilities are not returned",
+        )?;
+        body.unsupported(
+            "top_logprobs",
+            &[json!(0)],
+            "log probabilities are not returned",
+        )?;
         body.ignore(&["user", "metadata", "store", "service_tier"]);
         Ok(p)
     }
@@ -105,13 +113,25 @@ fn take_stop(body: &mut Body) -> ApiResult<Vec<String>> {
                 other => Err(wrong_type(&format!("stop[{i}]"), "a string", &other)),
             })
             .collect::<ApiResult<Vec<_>>>()?,
-        Some(other) => return Err(wrong_type("stop", "a string or an array of strings", &other)),
+        Some(other) => {
+            return Err(wrong_type(
+                "stop",
+                "a string or an array of strings",
+                &other,
+            ))
+        }
     };
     if stops.len() > 4 {
-        return Err(ApiError::invalid("stop", "at most 4 stop sequences are allowed"));
+        return Err(ApiError::invalid(
+            "stop",
+            "at most 4 stop sequences are allowed",
+        ));
     }
     if stops.iter().any(String::is_empty) {
-        return Err(ApiError::invalid("stop", "stop sequences must not be empty"));
+        return Err(ApiError::invalid(
+            "stop",
+            "stop sequences must not be empty",
+        ));
     }
     Ok(stops)
 }

@@ -144,7 +144,10 @@ fn start_generator(config: &ServerConfig, model: &str, metrics: Arc<Metrics>) ->
     let files = ModelFiles::resolve(model)?;
     let loaded = load_causal_lm(&files, &config.device, config.dtype, None)
         .with_context(|| format!("loading model {}", files.describe()))?;
-    let name = config.model_name.clone().unwrap_or_else(|| default_name(model));
+    let name = config
+        .model_name
+        .clone()
+        .unwrap_or_else(|| default_name(model));
     let options = EngineOptions {
         max_running: config.max_running.max(1),
         queue_size: config.queue_size,
@@ -203,7 +206,10 @@ fn adapter_dirs(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).map(str::to_string);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string);
         if let Some(name) = name.filter(|_| path.join(wick::lora::CONFIG_FILE).is_file()) {
             out.push((name, path));
         }

@@ -43,7 +43,10 @@ fn wait_for_content(reader: &mut impl BufRead) {
     let mut line = String::new();
     while !line.contains("\"content\":\"") || line.contains("\"content\":\"\"") {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended early");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
     }
 }
 
@@ -61,21 +64,37 @@ fn full_queue_gets_429_and_shutdown_drains_in_flight_streams() {
     let addr = server.addr.to_string();
 
     // A occupies the only running place...
-    let a = open(&addr, "POST", "/v1/chat/completions", &[], stream_body(200).as_bytes()).unwrap();
+    let a = open(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        stream_body(200).as_bytes(),
+    )
+    .unwrap();
     let mut a = BufReader::new(a);
     assert_eq!(read_head(&mut a).unwrap().0, 200);
     wait_for_content(&mut a);
     // ...B takes the only queue place...
     let b_addr = addr.clone();
     let b = std::thread::spawn(move || {
-        let body = json!({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3, "temperature": 0});
+        let body =
+            json!({"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 3, "temperature": 0});
         post(&b_addr, "/v1/completions", None, &body)
     });
     wait_until("B is queued", || {
-        metric(&get(&addr, "/metrics", None).text(), "wick_queue_depth{engine=\"generation\"}") >= 1.0
+        metric(
+            &get(&addr, "/metrics", None).text(),
+            "wick_queue_depth{engine=\"generation\"}",
+        ) >= 1.0
     });
     // ...so C is turned away with Retry-After.
-    let c = post(&addr, "/v1/completions", None, &json!({"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 3}));
+    let c = post(
+        &addr,
+        "/v1/completions",
+        None,
+        &json!({"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 3}),
+    );
     assert_eq!(c.status, 429, "{}", c.text());
     assert_eq!(c.header("retry-after"), Some("1"));
     assert_eq!(c.json()["error"]["code"], "queue_full");
@@ -87,7 +106,14 @@ fn full_queue_gets_429_and_shutdown_drains_in_flight_streams() {
     assert_eq!(b.json()["usage"]["completion_tokens"], 3);
 
     // A stream in flight when shutdown starts still ends with [DONE].
-    let d = open(&addr, "POST", "/v1/chat/completions", &[], stream_body(40).as_bytes()).unwrap();
+    let d = open(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        stream_body(40).as_bytes(),
+    )
+    .unwrap();
     let mut d = BufReader::new(d);
     assert_eq!(read_head(&mut d).unwrap().0, 200);
     wait_for_content(&mut d);
@@ -99,7 +125,13 @@ fn full_queue_gets_429_and_shutdown_drains_in_flight_streams() {
         line.clear();
     }
     assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
-    assert!(rest.trim_end().ends_with("data: [DONE]") || rest.contains("data: [DONE]"), "{rest}");
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]") || rest.contains("data: [DONE]"),
+        "{rest}"
+    );
     stopper.join().unwrap().unwrap();
-    assert!(std::net::TcpStream::connect(&addr).is_err(), "the port is closed after shutdown");
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "the port is closed after shutdown"
+    );
 }

@@ -27,10 +27,6 @@ impl AdapterSet {
         }
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.loaded.contains_key(name)
-    }
-
     /// Reads a PEFT adapter from `dir` under `name` (replacing one of that name). On error the
     /// model is left as it was.
     pub fn load(&mut self, model: &mut LlamaModel, name: &str, dir: &Path) -> wick::Result<()> {
@@ -52,12 +48,14 @@ impl AdapterSet {
             return Ok(());
         }
         let weights = match name {
-            Some(n) => Some(self.loaded.get(n).ok_or_else(|| {
-                wick::Error::InvalidArgument {
-                    name: "model",
-                    message: format!("adapter `{n}` is not loaded"),
-                }
-            })?),
+            Some(n) => Some(
+                self.loaded
+                    .get(n)
+                    .ok_or_else(|| wick::Error::InvalidArgument {
+                        name: "model",
+                        message: format!("adapter `{n}` is not loaded"),
+                    })?,
+            ),
             None => None,
         };
         for (i, (_, linear)) in model.projections_mut().into_iter().enumerate() {

@@ -173,7 +173,8 @@ impl Engine {
     }
 
     fn prefill(&mut self, seq: &mut Sequence<'_>) -> wick::Result<Vec<f32>> {
-        self.adapters.activate(&mut self.model, seq.adapter.as_deref())?;
+        self.adapters
+            .activate(&mut self.model, seq.adapter.as_deref())?;
         let device = self.model.device().clone();
         let prompt = seq.prompt().to_vec();
         let mut last = None;

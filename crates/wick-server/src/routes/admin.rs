@@ -20,9 +20,7 @@ use crate::server::{read_body, AppState};
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = now_secs();
-    let entry = |id: &str, owned_by: &str| {
-        json!({"id": id, "object": "model", "created": created, "owned_by": owned_by})
-    };
+    let entry = |id: &str, owned_by: &str| json!({"id": id, "object": "model", "created": created, "owned_by": owned_by});
     let mut data = Vec::new();
     if let Some(gen) = &state.generator {
         data.push(entry(&gen.name, "wick"));
@@ -64,7 +62,9 @@ pub async fn load_adapter(
     if !is_plain_name(&name) || name == gen.name {
         return Err(ApiError::invalid(
             "name",
-            format!("`{name}` cannot name an adapter (use a plain name other than the base model's)"),
+            format!(
+                "`{name}` cannot name an adapter (use a plain name other than the base model's)"
+            ),
         ));
     }
     let dir = match (path, &gen.adapters_dir) {

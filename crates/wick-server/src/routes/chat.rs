@@ -40,7 +40,7 @@ pub async fn handle(
         "only plain text responses are implemented",
     )?;
     body.unsupported("modalities", &[json!(["text"])], "only text is implemented")?;
-    body.unsupported("parallel_tool_calls", &[json!(false), json!(true)], "")?;
+    body.ignore(&["parallel_tool_calls"]);
     body.finish()?;
 
     let gen = generator(&state)?;
@@ -62,7 +62,10 @@ fn take_messages(body: &mut Body) -> ApiResult<Vec<ChatMessage>> {
     let items = match body.take("messages") {
         None => return Err(ApiError::invalid("messages", "`messages` is required")),
         Some(Value::Array(items)) if items.is_empty() => {
-            return Err(ApiError::invalid("messages", "`messages` must not be empty"))
+            return Err(ApiError::invalid(
+                "messages",
+                "`messages` must not be empty",
+            ))
         }
         Some(Value::Array(items)) => items,
         Some(other) => return Err(wrong_type("messages", "an array", &other)),
@@ -84,14 +87,21 @@ fn message(i: usize, item: Value) -> ApiResult<ChatMessage> {
         Some(Value::String(r)) => {
             return Err(ApiError::unsupported(
                 at("role"),
-                format!("role `{r}` is unsupported (supported: {})", ROLES.join(", ")),
+                format!(
+                    "role `{r}` is unsupported (supported: {})",
+                    ROLES.join(", ")
+                ),
             ))
         }
         Some(other) => return Err(wrong_type(&at("role"), "a string", &other)),
         None => return Err(ApiError::invalid(at("role"), "`role` is required")),
     };
     // OpenAI's newer name for the system role; chat templates know `system`.
-    let role = if role == "developer" { "system".into() } else { role };
+    let role = if role == "developer" {
+        "system".into()
+    } else {
+        role
+    };
     let content = match map.remove("content") {
         Some(Value::String(s)) => s,
         Some(Value::Null) | None if role == "assistant" => String::new(),

@@ -47,8 +47,16 @@ pub async fn handle(
     if prompt.is_empty() {
         return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
     }
-    body.unsupported("echo", &[json!(false)], "echoing the prompt is not implemented")?;
-    body.unsupported("suffix", &[json!("")], "insertion (suffix) is not implemented")?;
+    body.unsupported(
+        "echo",
+        &[json!(false)],
+        "echoing the prompt is not implemented",
+    )?;
+    body.unsupported(
+        "suffix",
+        &[json!("")],
+        "insertion (suffix) is not implemented",
+    )?;
     body.unsupported("best_of", &[json!(1)], "best_of > 1 is not implemented")?;
     body.finish()?;
     let gen = generator(&state)?;

@@ -25,11 +25,20 @@ pub async fn handle(
     let model = body.required_string("model")?;
     let texts = match body.take("input") {
         Some(Value::String(s)) if s.is_empty() => {
-            return Err(ApiError::invalid("input", "`input` must not be an empty string"))
+            return Err(ApiError::invalid(
+                "input",
+                "`input` must not be an empty string",
+            ))
         }
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(items)) => texts(items)?,
-        Some(other) => return Err(wrong_type("input", "a string or an array of strings", &other)),
+        Some(other) => {
+            return Err(wrong_type(
+                "input",
+                "a string or an array of strings",
+                &other,
+            ))
+        }
         None => return Err(ApiError::invalid("input", "`input` is required")),
     };
     let base64 = match body.string("encoding_format")?.as_deref() {
@@ -47,7 +56,9 @@ pub async fn handle(
     body.finish()?;
 
     let service = state.embedder.as_ref().ok_or_else(|| {
-        ApiError::unavailable("this server has no embedding model (start it with --embedding-model)")
+        ApiError::unavailable(
+            "this server has no embedding model (start it with --embedding-model)",
+        )
     })?;
     if model != service.name {
         return Err(ApiError::model_not_found(&model, &state.model_names()));
@@ -55,7 +66,10 @@ pub async fn handle(
     if let Some(d) = dimensions.filter(|&d| d as usize != service.dim) {
         return Err(ApiError::unsupported(
             "dimensions",
-            format!("`dimensions` = {d} is unsupported: this model's vectors have {}", service.dim),
+            format!(
+                "`dimensions` = {d} is unsupported: this model's vectors have {}",
+                service.dim
+            ),
         ));
     }
     let out = service.embed(texts).await?;
