@@ -124,21 +124,23 @@ fn worker(
         };
         let mut tokens: usize = first.counts.iter().sum();
         let mut batch = vec![first];
-        while max_batch_tokens > 0 {
-            let next = match rx.try_recv() {
-                Ok(job) => match count(job) {
-                    Some(c) => c,
-                    None => continue,
-                },
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            };
-            let more: usize = next.counts.iter().sum();
-            if tokens + more > max_batch_tokens {
-                carried = Some(next);
-                break;
+        if max_batch_tokens > 0 {
+            loop {
+                let next = match rx.try_recv() {
+                    Ok(job) => match count(job) {
+                        Some(c) => c,
+                        None => continue,
+                    },
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                };
+                let more: usize = next.counts.iter().sum();
+                if tokens + more > max_batch_tokens {
+                    carried = Some(next);
+                    break;
+                }
+                tokens += more;
+                batch.push(next);
             }
-            tokens += more;
-            batch.push(next);
         }
         run_batch(embedder, batch, tokens, metrics);
     }

@@ -532,10 +532,7 @@ fn bad_input_gets_one_clear_error_and_the_server_keeps_serving() {
     );
 
     // Still serving, and every rejection was counted by route and status.
-    assert_eq!(
-        chat_text(&post(&f.addr, chat, Some(KEY), &ok)).is_empty(),
-        false
-    );
+    assert!(!chat_text(&post(&f.addr, chat, Some(KEY), &ok)).is_empty());
     let m = get(&f.addr, "/metrics", Some(KEY)).text();
     assert!(
         metric(

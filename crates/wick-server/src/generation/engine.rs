@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use wick::candle_core::{DType, Tensor};
@@ -74,11 +74,8 @@ impl Engine {
                     Err(_) => return, // every sender is gone: the server has shut down
                 }
             }
-            loop {
-                match commands.try_recv() {
-                    Ok(command) => self.handle(command, &mut waiting),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+            while let Ok(command) = commands.try_recv() {
+                self.handle(command, &mut waiting);
             }
             while running.len() < self.options.max_running {
                 let Some(request) = waiting.pop_front() else {
