@@ -21,6 +21,7 @@ use wick::lora::{LoraConfig, TargetModules};
 const OPENAI_VERSION: &str = "3.57.0";
 const KEY: &str = "sk-test";
 const QUESTION: &str = "What is the capital of France?";
+const ADAPTER_QUESTION: &str = "Tell me about the sea.";
 
 fn wick() -> &'static str {
     env!("CARGO_BIN_EXE_wick")
@@ -201,21 +202,26 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
     assert!(!chat_cli.is_empty());
     assert_eq!(got["chat"], chat_cli.as_str());
     assert_eq!(got["chat_streamed"], chat_cli.as_str());
-    let adapter_cli = cli_stdout(&[
-        "generate",
-        "--model",
-        m,
-        "--adapter",
-        adapter.to_str().unwrap(),
+    let adapter_args = [
         "--chat",
         "--temperature",
         "0",
         "--max-tokens",
         "24",
-        QUESTION,
-    ]);
-    assert_ne!(adapter_cli, chat_cli, "the adapter changes the output");
+        ADAPTER_QUESTION,
+    ];
+    let adapter_path = adapter.to_str().unwrap();
+    let base_cli = cli_stdout(&[&["generate", "--model", m][..], &adapter_args].concat());
+    let adapter_cli = cli_stdout(
+        &[
+            &["generate", "--model", m, "--adapter", adapter_path][..],
+            &adapter_args,
+        ]
+        .concat(),
+    );
+    assert_ne!(adapter_cli, base_cli, "the adapter changes the output");
     assert_eq!(got["adapter_chat"], adapter_cli.as_str());
+    assert_eq!(got["base_on_adapter_question"], base_cli.as_str());
     let completion_cli = cli_stdout(&[
         "generate",
         "--model",

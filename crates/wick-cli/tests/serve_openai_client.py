@@ -10,6 +10,7 @@ import openai
 base_url, api_key, chat_model, adapter, embed_model = sys.argv[1:6]
 client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
 QUESTION = "What is the capital of France?"
+ADAPTER_QUESTION = "Tell me about the sea."
 TEXTS = ["A man is eating food.", "A man is eating a piece of bread."]
 out = {"openai_version": openai.__version__}
 
@@ -19,9 +20,9 @@ floats = client.embeddings.create(model=embed_model, input=TEXTS, encoding_forma
 out["embeddings_float"] = [d.embedding for d in floats.data]
 
 
-def chat(model, **kw):
+def chat(model, question=QUESTION, **kw):
     return client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=24, **kw
+        model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=24, **kw
     )
 
 
@@ -32,7 +33,8 @@ out["chat_usage"] = reply.usage.model_dump()
 out["chat_streamed"] = "".join(
     c.choices[0].delta.content or "" for c in chat(chat_model, stream=True) if c.choices
 )
-out["adapter_chat"] = chat(adapter).choices[0].message.content
+out["adapter_chat"] = chat(adapter, ADAPTER_QUESTION).choices[0].message.content
+out["base_on_adapter_question"] = chat(chat_model, ADAPTER_QUESTION).choices[0].message.content
 done = client.completions.create(model=chat_model, prompt="1, 2, 3, 4,", temperature=0, max_tokens=12)
 out["completion"] = done.choices[0].text
 out["models"] = sorted(m.id for m in client.models.list().data)
