@@ -14,7 +14,8 @@ Usage: python3 bench/serve_load.py [--wick PATH] [--seconds 60] [--clients 64]
    --embed-requests requests of one short sentence, once with batching (the default token budget)
    and once with `--max-batch-tokens 0` (each request alone); requests per second for each.
 
-Records the CPU other processes used meanwhile (machine busy time from /proc/stat minus this
+The server inherits RAYON_NUM_THREADS (candle's CPU thread count). Records the CPU other
+processes used meanwhile (machine busy time from /proc/stat minus this
 harness and the server), since the machine may be shared. Writes bench/out/serve_load.json and
 prints a Markdown summary.
 """
@@ -229,7 +230,8 @@ def main():
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               commit=commit, cpu=cpu_model(), cores=os.cpu_count(), loadavg_start=os.getloadavg())
+               commit=commit, cpu=cpu_model(), cores=os.cpu_count(), loadavg_start=os.getloadavg(),
+               rayon_num_threads=os.environ.get("RAYON_NUM_THREADS"))
     out["mixed"] = mixed(a.wick, a.seconds, a.clients)
     print("mixed:", json.dumps(out["mixed"]), flush=True)
     out["embed_batched"] = embed_throughput(a.wick, a.embed_clients, a.embed_requests, True)
@@ -243,7 +245,7 @@ def main():
     (REPO / "bench/out/serve_load.json").write_text(json.dumps(out, indent=1))
     m = out["mixed"]
     print(f"\n{out['date']} commit {commit}, {out['cpu']} ({out['cores']} cores), "
-          f"loadavg at start {out['loadavg_start']}")
+          f"loadavg at start {out['loadavg_start']}, RAYON_NUM_THREADS={out['rayon_num_threads']}")
     print("| measure | value |\n|---|---|")
     print(f"| mixed load: clients × seconds | {m['clients']} × {m['seconds']:.0f} s (wall {m['wall_s']:.1f} s) |")
     print(f"| requests completed / by status | {m['requests']} / {m['status']} |")
