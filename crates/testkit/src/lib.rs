@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod compare;
+pub mod http;
 pub mod hub_server;
 pub mod paths;

@@ -46,6 +46,8 @@ enum Command {
     Train(Box<commands::train::TrainArgs>),
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face model directory.
     Merge(commands::merge::MergeArgs),
+    /// OpenAI-compatible HTTP server: embeddings, chat and completions, LoRA adapters by name.
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() {
@@ -57,6 +59,7 @@ fn main() {
         Command::Chat(args) => commands::chat::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::Merge(args) => commands::merge::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     if let Err(err) = result {
         // One line: the chain of causes, outermost first.

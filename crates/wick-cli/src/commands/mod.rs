@@ -2,4 +2,5 @@ pub mod chat;
 pub mod embed;
 pub mod generate;
 pub mod merge;
+pub mod serve;
 pub mod train;

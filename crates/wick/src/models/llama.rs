@@ -23,6 +23,8 @@ use crate::ops::attention::sdpa;
 use crate::ops::rope::{cos_sin, inv_freq, rope, RopeScaling};
 use crate::ops::swiglu::swiglu;
 
+mod batched_decode;
+
 pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "qwen2", "mistral"];
 
 /// The projections of a decoder layer (HF / PEFT module names), the ones LoRA can target.

@@ -1,0 +1,326 @@
+//! `wick serve` driven by the official `openai` Python client (pinned, installed with pip into
+//! a venv under .cache/): embeddings, chat, streamed chat, completions and an adapter by name on
+//! the real models give what `wick embed` and `wick generate` give; bad requests raise the
+//! client's error classes; a wrong key gets 401; SIGTERM drains an in-flight stream and exits 0.
+
+#![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use testkit::compare::assert_close;
+use testkit::http::{open, read_head};
+use testkit::paths::{minilm, real_model, workspace_root};
+use wick::candle_core::{DType, Device, Tensor};
+use wick::generate::load::load_causal_lm;
+use wick::io::ModelFiles;
+use wick::lora::{LoraConfig, TargetModules};
+
+const OPENAI_VERSION: &str = "3.57.0";
+const KEY: &str = "sk-test";
+const QUESTION: &str = "What is the capital of France?";
+const ADAPTER_QUESTION: &str = "Tell me about the sea.";
+
+fn wick() -> &'static str {
+    env!("CARGO_BIN_EXE_wick")
+}
+
+fn gguf() -> PathBuf {
+    real_model("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// The venv's python, created once (atomically, by renaming a finished venv into place).
+fn openai_python() -> PathBuf {
+    let cache = workspace_root().join(".cache");
+    let venv = cache.join(format!("openai-{OPENAI_VERSION}-venv"));
+    let python = venv.join("bin").join("python");
+    if python.is_file() {
+        return python;
+    }
+    std::fs::create_dir_all(&cache).unwrap();
+    let tmp = cache.join(format!("openai-venv-tmp-{}", std::process::id()));
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&tmp)
+        .status()
+        .unwrap();
+    assert!(
+        ok.success(),
+        "python3 -m venv failed (install python3-venv)"
+    );
+    let pip = Command::new(tmp.join("bin").join("pip"))
+        .args(["install", "-q", &format!("openai=={OPENAI_VERSION}")])
+        .status()
+        .unwrap();
+    assert!(pip.success(), "pip install openai=={OPENAI_VERSION} failed");
+    if std::fs::rename(&tmp, &venv).is_err() {
+        std::fs::remove_dir_all(&tmp).unwrap(); // another run finished first
+    }
+    python
+}
+
+/// A q/v adapter with non-zero B, so it changes the output.
+fn write_adapter(dir: &Path) {
+    let files = ModelFiles::resolve(gguf().to_str().unwrap()).unwrap();
+    let mut model = load_causal_lm(&files, &Device::Cpu, None, None)
+        .unwrap()
+        .model
+        .into_model();
+    let cfg = LoraConfig::new(8, 16.0, TargetModules::from_names(&["q_proj", "v_proj"]));
+    let params = wick::lora::apply(&mut model, &cfg, 7).unwrap();
+    for (name, var) in params.named_vars() {
+        if name.contains("lora_B") {
+            let n = var.elem_count() as u32;
+            let t = Tensor::arange(0u32, n, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            let t = t
+                .affine(0.37, 0.0)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .affine(0.05, 0.0)
+                .unwrap();
+            var.set(&t.reshape(var.dims()).unwrap()).unwrap();
+        }
+    }
+    wick::lora::save_adapter(dir, &cfg, &params).unwrap();
+}
+
+/// Starts `wick serve` on a free port; returns the child and its address.
+fn serve(adapters: &Path) -> (Child, String) {
+    let mut child = Command::new(wick())
+        .args([
+            "serve",
+            "--model",
+            gguf().to_str().unwrap(),
+            "--model-name",
+            "smollm2",
+        ])
+        .args([
+            "--embedding-model",
+            minilm().to_str().unwrap(),
+            "--embedding-model-name",
+            "minilm",
+        ])
+        .arg("--adapters")
+        .arg(adapters)
+        .args(["--port", "0"])
+        .env("WICK_API_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "wick serve exited before listening"
+        );
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe; return what it said.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        std::fs::write(
+            std::env::temp_dir().join(format!("wick-serve-{}.log", std::process::id())),
+            rest,
+        )
+        .ok();
+    });
+    (child, addr)
+}
+
+fn cli_stdout(args: &[&str]) -> String {
+    let out = testkit::cli::run(wick(), args, b"");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
+    let python = openai_python();
+    let adapters = tempfile::tempdir().unwrap();
+    let adapter = adapters.path().join("my-adapter");
+    write_adapter(&adapter);
+    let (mut child, addr) = serve(adapters.path());
+
+    let script = workspace_root().join("crates/wick-cli/tests/serve_openai_client.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([
+            &format!("http://{addr}/v1"),
+            KEY,
+            "smollm2",
+            "my-adapter",
+            "minilm",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "openai_version",
+        "chat",
+        "chat_streamed",
+        "adapter_chat",
+        "base_on_adapter_question",
+        "completion",
+        "chat_usage",
+        "n2",
+        "unknown_model",
+        "wrong_key",
+        "models",
+    ] {
+        println!("{key}: {}", got[key]);
+    }
+    assert_eq!(got["openai_version"], OPENAI_VERSION);
+
+    let gguf = gguf();
+    let m = gguf.to_str().unwrap();
+    let chat_cli = cli_stdout(&[
+        "generate",
+        "--model",
+        m,
+        "--chat",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+        QUESTION,
+    ]);
+    assert!(!chat_cli.is_empty());
+    assert_eq!(got["chat"], chat_cli.as_str());
+    assert_eq!(got["chat_streamed"], chat_cli.as_str());
+    let adapter_args = [
+        "--chat",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "24",
+        ADAPTER_QUESTION,
+    ];
+    let adapter_path = adapter.to_str().unwrap();
+    let base_cli = cli_stdout(&[&["generate", "--model", m][..], &adapter_args].concat());
+    let adapter_cli = cli_stdout(
+        &[
+            &["generate", "--model", m, "--adapter", adapter_path][..],
+            &adapter_args,
+        ]
+        .concat(),
+    );
+    assert_ne!(adapter_cli, base_cli, "the adapter changes the output");
+    assert_eq!(got["adapter_chat"], adapter_cli.as_str());
+    assert_eq!(got["base_on_adapter_question"], base_cli.as_str());
+    let completion_cli = cli_stdout(&[
+        "generate",
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "1, 2, 3, 4,",
+    ]);
+    assert_eq!(got["completion"], completion_cli.as_str());
+
+    let texts = ["A man is eating food.", "A man is eating a piece of bread."];
+    let embed_cli = cli_stdout(&[
+        "embed",
+        "--model",
+        minilm().to_str().unwrap(),
+        texts[0],
+        texts[1],
+    ]);
+    for (i, line) in embed_cli.lines().enumerate() {
+        let expected = floats(&serde_json::from_str(line).unwrap());
+        assert_close(
+            "base64 embedding",
+            &floats(&got["embeddings"][i]),
+            &expected,
+            1e-5,
+            1e-4,
+        );
+        assert_close(
+            "float embedding",
+            &floats(&got["embeddings_float"][i]),
+            &expected,
+            1e-5,
+            1e-4,
+        );
+    }
+
+    assert_eq!(got["n2"]["status"], 400);
+    assert_eq!(got["n2"]["param"], "n");
+    assert_eq!(got["unknown_model"]["status"], 404);
+    assert_eq!(got["wrong_key"]["status"], 401);
+    let models: Vec<&str> = got["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["minilm", "my-adapter", "smollm2"]);
+
+    // SIGTERM with a stream in flight: the stream still completes, then the process exits 0.
+    let body = serde_json::json!({
+        "model": "smollm2", "stream": true, "max_tokens": 48, "temperature": 0,
+        "messages": [{"role": "user", "content": "Tell me a story."}],
+    });
+    let auth = format!("Bearer {KEY}");
+    let stream = open(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", &auth)],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    assert_eq!(read_head(&mut reader).unwrap().0, 200);
+    let mut line = String::new();
+    while !line.contains("\"content\":\"") || line.contains("\"content\":\"\"") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut rest = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 {
+        rest.push_str(&line);
+        line.clear();
+    }
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the in-flight stream was cut: {rest}"
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "wick serve exited with {status}");
+}

@@ -1,0 +1,113 @@
+//! Shared by the server tests: the real models, a LoRA adapter that visibly changes the
+//! model's output, JSON requests over real TCP, and reference generations from the library.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use testkit::http::{request, Response};
+use testkit::paths::{minilm, real_model};
+use wick::candle_core::{DType, Device, Tensor};
+use wick::generate::load::load_causal_lm;
+use wick::generate::{generate, GenerationConfig, SamplingParams};
+use wick::io::chat_template::ChatMessage;
+use wick::io::ModelFiles;
+use wick::lora::{LoraConfig, TargetModules};
+
+pub const MODEL_NAME: &str = "smollm2";
+pub const EMBED_NAME: &str = "minilm";
+
+pub fn gguf() -> PathBuf {
+    real_model("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+pub fn embedding_model() -> PathBuf {
+    minilm()
+}
+
+/// A rank-8 q/v adapter with non-zero B (a fresh one would equal the base model).
+pub fn write_adapter(dir: &Path, phase: f64) {
+    let files = ModelFiles::resolve(gguf().to_str().unwrap()).unwrap();
+    let mut model = load_causal_lm(&files, &Device::Cpu, None, None)
+        .unwrap()
+        .model
+        .into_model();
+    let cfg = LoraConfig::new(8, 16.0, TargetModules::from_names(&["q_proj", "v_proj"]));
+    let params = wick::lora::apply(&mut model, &cfg, 7).unwrap();
+    for (name, var) in params.named_vars() {
+        if name.contains("lora_B") {
+            let n = var.elem_count();
+            let pattern = Tensor::arange(0u32, n as u32, &Device::Cpu)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .affine(0.37, phase)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .affine(0.05, 0.0)
+                .unwrap()
+                .reshape(var.dims())
+                .unwrap();
+            var.set(&pattern).unwrap();
+        }
+    }
+    wick::lora::save_adapter(dir, &cfg, &params).unwrap();
+}
+
+/// Greedy text from the library itself (what `wick generate --chat --temperature 0` prints).
+pub fn reference_chat(user: &str, max_tokens: usize, adapter: Option<&Path>) -> String {
+    let files = ModelFiles::resolve(gguf().to_str().unwrap()).unwrap();
+    let mut lm = load_causal_lm(&files, &Device::Cpu, None, adapter).unwrap();
+    let template = lm.chat_template.clone().unwrap();
+    let text = template.render(&[ChatMessage::user(user)], true).unwrap();
+    let ids = lm.tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+    let config = GenerationConfig {
+        sampling: SamplingParams::greedy(),
+        max_tokens: Some(max_tokens),
+        eos_token_ids: lm.defaults.eos_token_id.clone(),
+        ..Default::default()
+    };
+    generate(&mut lm.model, &lm.tokenizer, &ids, &config, |_| {})
+        .unwrap()
+        .text
+}
+
+pub fn post(addr: &str, path: &str, key: Option<&str>, body: &Value) -> Response {
+    raw_post(addr, path, key, body.to_string().as_bytes())
+}
+
+pub fn raw_post(addr: &str, path: &str, key: Option<&str>, body: &[u8]) -> Response {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    request(addr, "POST", path, &headers, body).unwrap()
+}
+
+pub fn get(addr: &str, path: &str, key: Option<&str>) -> Response {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    request(addr, "GET", path, &headers, b"").unwrap()
+}
+
+/// The assistant text of a non-streamed chat response (asserting it succeeded).
+pub fn chat_text(r: &Response) -> String {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The value of one metric line (`name{labels} value`), 0 when absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
