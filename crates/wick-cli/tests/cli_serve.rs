@@ -22,6 +22,7 @@ const OPENAI_VERSION: &str = "3.57.0";
 const KEY: &str = "sk-test";
 const QUESTION: &str = "What is the capital of France?";
 const ADAPTER_QUESTION: &str = "Tell me about the sea.";
+const SEEDED_QUESTION: &str = "Write a short poem about rain.";
 
 fn wick() -> &'static str {
     env!("CARGO_BIN_EXE_wick")
@@ -187,6 +188,7 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
         "openai_version",
         "chat",
         "chat_streamed",
+        "chat_seeded",
         "adapter_chat",
         "base_on_adapter_question",
         "completion",
@@ -216,6 +218,22 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
     assert!(!chat_cli.is_empty());
     assert_eq!(got["chat"], chat_cli.as_str());
     assert_eq!(got["chat_streamed"], chat_cli.as_str());
+    let seeded_cli = cli_stdout(&[
+        "generate",
+        "--model",
+        m,
+        "--chat",
+        "--temperature",
+        "1.0",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "24",
+        SEEDED_QUESTION,
+    ]);
+    assert_eq!(got["chat_seeded"], seeded_cli.as_str());
     let adapter_args = [
         "--chat",
         "--temperature",

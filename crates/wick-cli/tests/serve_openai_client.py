@@ -11,6 +11,7 @@ base_url, api_key, chat_model, adapter, embed_model = sys.argv[1:6]
 client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=300)
 QUESTION = "What is the capital of France?"
 ADAPTER_QUESTION = "Tell me about the sea."
+SEEDED_QUESTION = "Write a short poem about rain."
 TEXTS = ["A man is eating food.", "A man is eating a piece of bread."]
 out = {"openai_version": openai.__version__}
 
@@ -33,6 +34,12 @@ out["chat_usage"] = reply.usage.model_dump()
 out["chat_streamed"] = "".join(
     c.choices[0].delta.content or "" for c in chat(chat_model, stream=True) if c.choices
 )
+# Sampling with a seed: the same text as `wick generate --seed` with the same settings.
+seeded = client.chat.completions.create(
+    model=chat_model, messages=[{"role": "user", "content": SEEDED_QUESTION}],
+    temperature=1.0, top_p=0.95, seed=7, max_tokens=24,
+)
+out["chat_seeded"] = seeded.choices[0].message.content
 out["adapter_chat"] = chat(adapter, ADAPTER_QUESTION).choices[0].message.content
 out["base_on_adapter_question"] = chat(chat_model, ADAPTER_QUESTION).choices[0].message.content
 done = client.completions.create(model=chat_model, prompt="1, 2, 3, 4,", temperature=0, max_tokens=12)
