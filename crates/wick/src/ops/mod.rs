@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod frozen_matmul;
+pub mod grad;
 pub mod layer_norm;
 pub mod linear;
 pub mod qmatmul;

@@ -1,7 +1,9 @@
 //! Rotary position embeddings in Hugging Face's rotate-half layout (the first and second halves
 //! of each head are the two rotated components), with per-sequence positions.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use super::grad::with_backward;
 
 /// How the base frequencies are rescaled for longer contexts (computed into the inverse
 /// frequencies once, so the per-step cost is the same for every kind).
@@ -72,13 +74,24 @@ pub fn cos_sin(inv_freq: &Tensor, positions: &Tensor, dtype: DType) -> Result<(T
 }
 
 /// Fast path: candle's fused kernel for `x` (batch, heads, seq, head_dim) and cos/sin
-/// (batch, seq, head_dim / 2). It has no backward pass in candle 0.11.1, so a tracked graph
-/// (LoRA training) takes the differentiable reference.
+/// (batch, seq, head_dim / 2). The kernel has no backward pass in candle 0.11.1; on the CPU a
+/// tracked `x` (LoRA training) gets one through [`with_backward`]: RoPE rotates each pair of
+/// features by its angle, so the gradient is the rotation back, RoPE with −sin. Elsewhere a
+/// tracked graph takes the differentiable reference.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
-        return rope_reference(x, cos, sin);
+    let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
+    if !x.track_op() {
+        return candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin);
     }
-    candle_nn::rotary_emb::rope(&x.contiguous()?, &cos.contiguous()?, &sin.contiguous()?)
+    if !matches!(x.device(), Device::Cpu) || cos.track_op() || sin.track_op() {
+        return rope_reference(x, &cos, &sin);
+    }
+    let y = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, &cos, &sin)?;
+    let back_sin = sin.neg()?;
+    let backward = move |_: &Tensor, grad: &Tensor| {
+        candle_nn::rotary_emb::rope(&grad.contiguous()?, &cos, &back_sin)
+    };
+    with_backward(x, y, Box::new(backward))
 }
 
 /// Reference: `x·cos + rotate_half(x)·sin` with cos/sin repeated over both halves.
@@ -124,6 +137,21 @@ mod tests {
         let (c1, s1) = (cos.narrow(1, 3, 1)?, sin.narrow(1, 3, 1)?);
         let diff = max_diff(&rope(&x1, &c1, &s1)?, &rope_reference(&x1, &c1, &s1)?)?;
         assert!(diff < 1e-6, "decode max abs diff {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn fast_gradient_matches_the_reference_gradient() -> Result<()> {
+        let (x, cos, sin) = setup(&Device::Cpu)?;
+        let x = Var::from_tensor(&x)?;
+        let up = Tensor::randn(0f32, 1.0, x.shape(), &Device::Cpu)?;
+        let grad = |f: fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>| -> Result<Tensor> {
+            let y = f(x.as_tensor(), &cos, &sin)?;
+            let g = (y * &up)?.sum_all()?.backward()?;
+            Ok(g.get(x.as_tensor()).expect("gradient").clone())
+        };
+        let diff = max_diff(&grad(rope)?, &grad(rope_reference)?)?;
+        assert!(diff < 1e-5, "gradient max abs diff {diff}");
         Ok(())
     }
 

@@ -1,14 +1,25 @@
 //! Softmax over the last dimension.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor, D};
 
-/// Fast path: candle's fused last-dim softmax, which has no backward pass in candle 0.11.1, so a
-/// graph that tracks gradients (LoRA training) takes the differentiable reference instead.
+use super::grad::with_backward;
+
+/// Fast path: candle's fused last-dim softmax. It has no backward pass in candle 0.11.1; on the
+/// CPU a tracked `x` (LoRA training) gets one through [`with_backward`] (dx = y·(dy − Σ dy·y)),
+/// elsewhere a tracked graph takes the differentiable reference.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.track_op() {
+    if !x.track_op() {
+        return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
+    }
+    if !matches!(x.device(), Device::Cpu) {
         return softmax_last_dim_reference(x);
     }
-    candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    let y = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
+    let backward = |y: &Tensor, grad: &Tensor| {
+        let dot = (grad * y)?.sum_keepdim(D::Minus1)?;
+        y * grad.broadcast_sub(&dot)?
+    };
+    with_backward(x, y, Box::new(backward))
 }
 
 /// Reference: max-subtracted exp / sum, computed in f32.
@@ -43,6 +54,25 @@ mod tests {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(diff < 1e-6, "max abs diff {diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn fast_gradient_matches_the_reference_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = candle_core::Var::randn(0f32, 3.0, (4, 5, 33), &dev)?;
+        let up = Tensor::randn(0f32, 1.0, (4, 5, 33), &dev)?;
+        let grad = |f: fn(&Tensor) -> Result<Tensor>| -> Result<Tensor> {
+            let g = (f(x.as_tensor())? * &up)?.sum_all()?.backward()?;
+            Ok(g.get(x.as_tensor()).expect("gradient").clone())
+        };
+        let (fast, reference) = (grad(softmax_last_dim)?, grad(softmax_last_dim_reference)?);
+        let diff = (fast - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "gradient max abs diff {diff}");
         Ok(())
     }
 }
