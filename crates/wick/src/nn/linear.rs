@@ -327,10 +327,15 @@ impl Module for Linear {
         // Flatten leading dims so the matmul is one GEMM with a transposed right operand.
         let rows = x.elem_count() / in_dim;
         let x2 = x.reshape((rows, in_dim))?;
-        let y = self.base_forward(&x2)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => ops::linear::linear_frozen(&x2, w, self.bias.as_ref())?,
+            LinearWeight::Quantized(_) => {
+                let y = self.base_forward(&x2)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
         };
         let y = match &self.lora {
             Some(adapter) if !adapter.merged => (y + adapter.forward(&x2)?.to_dtype(x.dtype())?)?,

@@ -2,6 +2,9 @@
 //! `op_reference` built from candle primitives that is the spec and the fallback.
 
 pub mod attention;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod decode;
 pub mod layer_norm;
 pub mod linear;
 pub mod qmatmul;
