@@ -128,6 +128,42 @@ fn greedy_graph(
     Ok((out, t.elapsed().as_secs_f64()))
 }
 
+/// Device time of one graph step: `steps` replays back to back, one synchronisation at the end
+/// (no per-token readback), after the prefill and the capture.
+fn graph_replay_seconds(
+    model: &wick::models::llama::LlamaModel,
+    batch: usize,
+    steps: usize,
+) -> wick::Result<f64> {
+    let dev = model.device();
+    let ids = Tensor::from_vec(
+        (0..batch * PROMPT)
+            .map(|i| (i * 31 + 7) as u32)
+            .collect::<Vec<_>>(),
+        (batch, PROMPT),
+        dev,
+    )?;
+    let mut cache = model.new_cache(batch, PROMPT + steps + 2)?;
+    let next = model
+        .forward_last(&ids, None, &mut cache)?
+        .argmax(D::Minus1)?;
+    let weights = model
+        .decoder_weights()
+        .ok_or_else(|| wick::Error::Unsupported("model has no decode fast path".into()))?;
+    let caches: Vec<(Tensor, Tensor)> = (0..cache.num_layers())
+        .filter_map(|l| cache.buffers(l).map(|(k, v)| (k.clone(), v.clone())))
+        .collect();
+    let mut dec = GraphDecoder::new(&weights, &caches, cache.len(), &next)?;
+    dec.step()?;
+    dev.synchronize()?;
+    let t = std::time::Instant::now();
+    for _ in 0..steps {
+        dec.step()?;
+    }
+    dev.synchronize()?;
+    Ok(t.elapsed().as_secs_f64() / steps as f64)
+}
+
 fn decode(dev: &Device) -> AnyResult {
     let src = RandomWeights::new(dev);
     let model = qwen2(&src, DType::BF16, dev)?;
@@ -163,6 +199,11 @@ fn decode(dev: &Device) -> AnyResult {
             "tok/s",
             &format!("{:.3} ms/step", times[1] / NEW_TOKENS as f64 * 1e3),
         );
+    }
+    for batch in [1usize, 8] {
+        let t = graph_replay_seconds(&model, batch, 200)?;
+        let name = format!("graph step device time, batch {batch}");
+        result("decode", &name, t * 1e3, "ms", "200 replays, one sync");
     }
     let (eager, _) = greedy(&model, 8, 64)?;
     let (graph, _) = greedy_graph(&model, 8, 64)?;

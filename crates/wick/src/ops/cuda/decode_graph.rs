@@ -15,6 +15,10 @@ use candle_core::{DType, Storage, Tensor};
 use super::blaslt::{BlasLt, Gemm};
 use super::fused::addr_of;
 use super::kernels::{func, gemv, row_threads, GEMV_MAX_ROWS};
+
+/// Whether the (unfused) graph step uses the GEMV kernel for ≤ 8 rows instead of cuBLASLt:
+/// no, cuBLASLt measured faster inside the graph at 1 and 8 rows.
+const GRAPH_GEMV: bool = false;
 use crate::error::{Error, Result};
 use crate::ops::decode::DecoderWeights;
 
@@ -53,6 +57,8 @@ struct Funcs {
     embed: CudaFunction,
     argmax: CudaFunction,
     gemv: CudaFunction,
+    gemv_rms: CudaFunction,
+    gemv_swiglu: CudaFunction,
 }
 
 pub struct CudaGraphDecoder {
@@ -77,6 +83,10 @@ pub struct CudaGraphDecoder {
     p: Ptrs,
     graph: Option<CudaGraph>,
     use_graph: bool,
+    /// One sequence: RMSNorm and SwiGLU fused into the GEMVs (6 launches a layer instead of 9);
+    /// the fused GEMVs need 16-byte rows and operands. Opt-in (`WICK_DECODE_FUSED=1`): measured
+    /// slower than cuBLASLt on an H100 (2.07 vs 1.40 ms/step, bench/gpu/NOTES.md v3).
+    fused: bool,
 }
 
 struct Ptrs {
@@ -186,10 +196,12 @@ impl CudaGraphDecoder {
             embed: func(cuda, "embed_rows", dtype)?,
             argmax: func(cuda, "argmax_advance", dtype)?,
             gemv: func(cuda, "gemv", dtype)?,
+            gemv_rms: func(cuda, "gemv_rms", dtype)?,
+            gemv_swiglu: func(cuda, "gemv_swiglu", dtype)?,
         };
         let stream = cuda.cuda_stream();
         let blas = BlasLt::for_stream(&stream)?;
-        let this = CudaGraphDecoder {
+        let mut this = CudaGraphDecoder {
             stream,
             blas,
             funcs,
@@ -210,7 +222,21 @@ impl CudaGraphDecoder {
             p,
             graph: None,
             use_graph: std::env::var("WICK_CUDA_GRAPH").map_or(true, |v| v != "0"),
+            fused: false,
         };
+        let elems = 16 / dtype.size_in_bytes();
+        let aligned = this.layers.iter().all(|l| {
+            [l.in_norm, l.post_norm, l.wqkv, l.wo, l.wgu, l.wdown]
+                .iter()
+                .all(|p| p % 16 == 0)
+        }) && [this.p.x, this.p.norm, this.p.lm_head, this.p.gu]
+            .iter()
+            .all(|p| p % 16 == 0);
+        this.fused = batch == 1
+            && aligned
+            && hidden % elems == 0
+            && inter % elems == 0
+            && std::env::var("WICK_DECODE_FUSED").is_ok_and(|v| v == "1");
         for g in this.gemms(&this.layers[0]) {
             this.blas.prepare(&g)?;
         }
@@ -274,7 +300,8 @@ impl CudaGraphDecoder {
     unsafe fn matmul(&self, g: &Gemm) -> Result<()> {
         // SAFETY: per this function's contract.
         unsafe {
-            if g.rows <= GEMV_MAX_ROWS {
+            // Captured in a graph, cuBLASLt beat the GEMV at 1 and 8 rows (NOTES.md v1-v3).
+            if GRAPH_GEMV && g.rows <= GEMV_MAX_ROWS {
                 gemv(&self.stream, &self.funcs.gemv, g)?;
             } else {
                 self.blas.gemm(g)?;
@@ -320,8 +347,107 @@ impl CudaGraphDecoder {
         )
     }
 
+    /// A fused GEMV: `gemv_rms` (x normalised with `norm` on the fly) or `gemv_swiglu` (x = the
+    /// SwiGLU of the gate/up halves of `x`).
+    fn fused_gemv(&self, g: &Gemm, norm: Option<u64>) -> Result<()> {
+        let (bias, c) = (g.bias.unwrap_or(0), g.accumulate.unwrap_or(0));
+        let (rows, n, k) = (g.rows as i32, g.n as i32, g.k as i32);
+        let mut args = vec![
+            Arg::P(g.x),
+            Arg::P(g.w),
+            Arg::P(bias),
+            Arg::P(c),
+            Arg::P(g.d),
+        ];
+        args.extend([Arg::I(rows), Arg::I(n), Arg::I(k)]);
+        let f = match norm {
+            Some(nw) => {
+                args.extend([Arg::P(nw), Arg::F(self.eps)]);
+                &self.funcs.gemv_rms
+            }
+            None => &self.funcs.gemv_swiglu,
+        };
+        self.launch(f, (g.n.div_ceil(8) as u32, 1), 256, &args)
+    }
+
+    /// The one-sequence step: 6 launches a layer (see `fused`).
+    fn enqueue_fused(&self) -> Result<()> {
+        let (p, b) = (&self.p, self.batch as u32);
+        let (h, d) = (self.hidden, self.d);
+        let (heads, kvh) = (self.heads as i32, self.kv_heads as i32);
+        let scale = 1.0 / (d as f32).sqrt();
+        self.launch(
+            &self.funcs.embed,
+            (b, 1),
+            row_threads(h),
+            &[
+                Arg::P(p.ids),
+                Arg::P(p.embed),
+                Arg::P(p.x),
+                Arg::I(h as i32),
+            ],
+        )?;
+        for l in &self.layers {
+            let [mut qkv, o, mut gu, mut down] = self.gemms(l);
+            qkv.x = p.x; // normalised inside the GEMV
+            self.fused_gemv(&qkv, Some(l.in_norm))?;
+            let rope = [
+                Arg::P(p.qkv),
+                Arg::P(p.q),
+                Arg::P(l.k_cache),
+                Arg::P(l.v_cache),
+                Arg::P(p.pos),
+                Arg::P(p.inv_freq),
+                Arg::I(heads),
+                Arg::I(kvh),
+                Arg::I(d as i32),
+                Arg::I(self.max_len as i32),
+            ];
+            self.launch(
+                &self.funcs.rope,
+                (b, (self.heads + self.kv_heads) as u32),
+                (d / 2) as u32,
+                &rope,
+            )?;
+            let attn = [
+                Arg::P(p.q),
+                Arg::P(l.k_cache),
+                Arg::P(l.v_cache),
+                Arg::P(p.attn),
+                Arg::P(p.len),
+                Arg::I(0),
+                Arg::I(heads),
+                Arg::I(kvh),
+                Arg::I(d as i32),
+                Arg::I(self.max_len as i32),
+                Arg::F(scale),
+            ];
+            self.launch(&self.funcs.attn, (b, self.heads as u32), 128, &attn)?;
+            // SAFETY: static buffers and weights sized for these shapes in `new`.
+            unsafe { gemv(&self.stream, &self.funcs.gemv, &o)? };
+            gu.x = p.x;
+            self.fused_gemv(&gu, Some(l.post_norm))?;
+            down.x = p.gu; // SwiGLU of the gate/up halves inside the GEMV
+            self.fused_gemv(&down, None)?;
+        }
+        let mut head = self.lm_head_gemm();
+        head.x = p.x;
+        self.fused_gemv(&head, Some(p.norm))?;
+        let args = [
+            Arg::P(p.logits),
+            Arg::P(p.ids),
+            Arg::P(p.pos),
+            Arg::P(p.len),
+            Arg::I(self.vocab as i32),
+        ];
+        self.launch(&self.funcs.argmax, (b, 1), 1024, &args)
+    }
+
     /// Enqueues one whole decode step on the stream.
     fn enqueue(&self) -> Result<()> {
+        if self.fused {
+            return self.enqueue_fused();
+        }
         let (p, b) = (&self.p, self.batch as u32);
         let (h, i, d) = (self.hidden, self.inter, self.d);
         let (heads, kvh) = (self.heads as i32, self.kv_heads as i32);

@@ -11,7 +11,7 @@ pub const GEMV_MAX_ROWS: usize = 8;
 /// `name_f32` / `name_f16` / `name_bf16` for `dtype`, from the module its name belongs to.
 pub fn func(dev: &CudaDevice, name: &str, dtype: DType) -> Result<CudaFunction> {
     let (module, ptx) = match name {
-        "gemv" => ("wick_gemv", wick_kernels::GEMV),
+        "gemv" | "gemv_rms" | "gemv_swiglu" => ("wick_gemv", wick_kernels::GEMV),
         _ => ("wick_fused", wick_kernels::FUSED),
     };
     let suffix = match dtype {
