@@ -29,7 +29,7 @@ pub fn parse_device(spec: &str) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(ordinal: usize) -> Result<Device> {
-    Ok(Device::new_cuda(ordinal)?)
+    crate::ops::cuda::open_device(ordinal)
 }
 
 #[cfg(not(feature = "cuda"))]

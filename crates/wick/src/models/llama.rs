@@ -20,6 +20,7 @@ use crate::io::json::read_json;
 use crate::io::weights::WeightView;
 use crate::nn::{Embedding, KvCache, Linear, RmsNorm, Step};
 use crate::ops::attention::sdpa;
+use crate::ops::decode::{DecoderWeights, LayerWeights};
 use crate::ops::rope::{cos_sin, inv_freq, rope, RopeScaling};
 use crate::ops::swiglu::swiglu;
 
@@ -422,6 +423,53 @@ impl LlamaModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The weights the decode fast path ([`crate::ops::decode::GraphDecoder`]) runs on; None
+    /// when this model needs the general path (quantized or adapted weights, sliding windows,
+    /// o/mlp biases).
+    pub fn decoder_weights(&self) -> Option<DecoderWeights> {
+        let dense = |l: &Linear| -> Option<Tensor> {
+            let unadapted = l.lora().is_none_or(|a| a.is_merged());
+            l.weight().filter(|_| unadapted).cloned()
+        };
+        let Embedding::Dense(embed) = &self.embed_tokens else {
+            return None;
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            if l.window.is_some() || l.o_proj.bias().is_some() || l.down_proj.bias().is_some() {
+                return None;
+            }
+            let qkv_bias = match (l.q_proj.bias(), l.k_proj.bias(), l.v_proj.bias()) {
+                (Some(q), Some(k), Some(v)) => Some((q.clone(), k.clone(), v.clone())),
+                (None, None, None) => None,
+                _ => return None,
+            };
+            layers.push(LayerWeights {
+                input_norm: l.input_layernorm.weight().clone(),
+                post_norm: l.post_attention_layernorm.weight().clone(),
+                q: dense(&l.q_proj)?,
+                k: dense(&l.k_proj)?,
+                v: dense(&l.v_proj)?,
+                qkv_bias,
+                o: dense(&l.o_proj)?,
+                gate: dense(&l.gate_proj)?,
+                up: dense(&l.up_proj)?,
+                down: dense(&l.down_proj)?,
+            });
+        }
+        Some(DecoderWeights {
+            embed: embed.clone(),
+            layers,
+            norm: self.norm.weight().clone(),
+            lm_head: dense(&self.lm_head)?,
+            inv_freq: self.inv_freq.clone(),
+            heads: self.cfg.num_attention_heads,
+            kv_heads: self.cfg.num_key_value_heads,
+            head_dim: self.cfg.head_dim,
+            eps: self.cfg.rms_norm_eps,
+        })
     }
 
     pub fn dtype(&self) -> DType {

@@ -330,10 +330,20 @@ impl Module for Linear {
         // Flatten leading dims so the matmul is one GEMM with a transposed right operand.
         let rows = x.elem_count() / in_dim;
         let x2 = x.reshape((rows, in_dim))?;
-        let y = self.base_forward(&x2)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+        // Inference on a dense weight: cuBLASLt with the bias in its epilogue on CUDA. Training
+        // (a tracked input) goes through `base_forward`, whose frozen-weight matmul passes no
+        // gradient to the weight.
+        let y = match &self.weight {
+            LinearWeight::Dense(w) if !x2.track_op() => {
+                ops::linear::linear_frozen(&x2, w, self.bias.as_ref())?
+            }
+            _ => {
+                let y = self.base_forward(&x2)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
         };
         let y = match &self.lora {
             Some(adapter) if !adapter.merged => (y + adapter.forward(&x2)?.to_dtype(x.dtype())?)?,

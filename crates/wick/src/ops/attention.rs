@@ -25,6 +25,19 @@ pub fn sdpa(
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
         candle_core::bail!("sdpa: {heads} query heads are not a multiple of {kv_heads} kv heads")
     }
+    #[cfg(feature = "cuda")]
+    if q.device().is_cuda()
+        && q_len == 1
+        && bias.is_none()
+        && d % 32 == 0
+        && d <= 256
+        && !(q.track_op() || k.track_op() || v.track_op())
+    {
+        // One fused kernel over the cache views; falls through when their layout is unusual.
+        if let Ok(out) = super::cuda::fused::decode_attention(&q.contiguous()?, k, v, scale) {
+            return Ok(out);
+        }
+    }
     let n_rep = heads / kv_heads;
     let (k, v) = (batched_view(k)?, batched_view(v)?);
     // Query heads sharing a kv head are adjacent, so grouping them into the row dimension is a
@@ -56,7 +69,10 @@ pub fn sdpa(
 fn batched_view(t: &Tensor) -> Result<Tensor> {
     let (dims, stride) = (t.dims(), t.stride());
     let foldable = dims[0] == 1 || dims[1] == 1 || stride[0] == stride[1] * dims[1];
-    let rows_ok = stride[3] == 1 || dims[3] == 1;
+    // candle's CUDA matmul also needs each row's keys adjacent to the next row's (a cache view
+    // has that; keys sliced out of a fused q/k/v projection don't).
+    let rows_ok = (stride[3] == 1 || dims[3] == 1)
+        && (!t.device().is_cuda() || stride[2] == dims[3] || dims[2] == 1);
     if foldable && rows_ok {
         Ok(t.clone())
     } else {

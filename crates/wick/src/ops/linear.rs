@@ -22,10 +22,14 @@ pub fn linear(
     bias: Option<&Tensor>,
     act: Activation,
 ) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && !tracks_grad(x, weight, bias) {
+        return cuda_linear(x, weight, bias, act);
+    }
     let fast = matches!(x.device(), Device::Cpu)
         && x.dtype() == DType::F32
         && weight.dtype() == DType::F32
-        && !(x.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op()));
+        && !tracks_grad(x, weight, bias);
     let Some(bias) = bias.filter(|_| fast) else {
         return linear_reference(x, weight, bias, act);
     };
@@ -40,6 +44,51 @@ pub fn linear(
         &bias.contiguous()?,
         &FusedLinear(act),
     )?;
+    let mut out_dims = lead.to_vec();
+    out_dims.push(weight.dim(0)?);
+    y.reshape(out_dims)
+}
+
+/// `x·Wᵀ + b` for a frozen dense layer (no activation): cuBLASLt with the bias in the GEMM
+/// epilogue on CUDA when nothing tracks gradients, otherwise candle's matmul and a broadcast add
+/// (differentiable, and on the CPU the path the Llama layers have always taken).
+pub fn linear_frozen(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && !tracks_grad(x, weight, bias) {
+        return cuda_linear(x, weight, bias, Activation::Identity);
+    }
+    let y = x.broadcast_matmul(&weight.t()?)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+fn tracks_grad(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> bool {
+    x.track_op() || weight.track_op() || bias.is_some_and(|b| b.track_op())
+}
+
+/// cuBLASLt GEMM with a fused bias epilogue; the erf GELU runs after it (cuBLASLt's GELU
+/// epilogue is the tanh approximation, which BERT does not use).
+#[cfg(feature = "cuda")]
+fn cuda_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    act: Activation,
+) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let Some((&in_dim, lead)) = dims.split_last() else {
+        candle_core::bail!("linear needs an input with at least one dimension")
+    };
+    let rows = x.elem_count() / in_dim.max(1);
+    let x2 = x.reshape((rows, in_dim))?.contiguous()?;
+    let bias = bias.map(|b| b.contiguous()).transpose()?;
+    let y = super::cuda::fused::linear(&x2, &weight.contiguous()?, bias.as_ref())?;
+    let y = match act {
+        Activation::Identity => y,
+        Activation::GeluErf => y.gelu_erf()?,
+    };
     let mut out_dims = lead.to_vec();
     out_dims.push(weight.dim(0)?);
     y.reshape(out_dims)

@@ -3,6 +3,9 @@
 
 pub mod attention;
 pub mod cross_entropy;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod decode;
 pub mod frozen_matmul;
 pub mod grad;
 pub mod layer_norm;

@@ -2,11 +2,16 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-/// Fast path: candle's fused kernel, which has no backward pass in candle 0.11.1, so when the
+/// Fast path: wick's kernel on CUDA (rounding as the reference does), candle's fused kernel
+/// elsewhere; neither has a backward pass in candle 0.11.1, so when the
 /// graph tracks gradients (LoRA training) the differentiable reference runs instead.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if x.track_op() || weight.track_op() {
         return rms_norm_reference(x, weight, eps);
+    }
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return super::cuda::fused::rms_norm(&x.contiguous()?, &weight.contiguous()?, eps);
     }
     candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)
 }
