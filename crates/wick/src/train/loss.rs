@@ -59,6 +59,9 @@ pub fn causal_lm_nll_sum(logits: &Tensor, labels: &[i64]) -> Result<(Tensor, usi
     }
     let (positions, targets) = trained_positions(labels, rows, cols);
     let count = targets.len();
+    if count == 0 {
+        return Ok((Tensor::zeros((), DType::F32, logits.device())?, 0));
+    }
     let positions = Tensor::from_vec(positions, count, logits.device())?;
     let picked = logits
         .reshape((rows * cols, vocab))?
