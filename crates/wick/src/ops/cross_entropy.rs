@@ -15,7 +15,7 @@ use rayon::prelude::*;
 pub fn cross_entropy_sum(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     check(logits, targets)?;
     if !matches!(logits.device(), Device::Cpu) {
-        return cross_entropy_sum_reference(logits, targets);
+        return composed(logits, targets);
     }
     let x = logits.to_dtype(DType::F32)?.contiguous()?;
     x.apply_op1(CrossEntropySum {
@@ -27,6 +27,11 @@ pub fn cross_entropy_sum(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
 /// Reference: logsumexp (max-shifted) minus the gathered target logit, from candle primitives.
 pub fn cross_entropy_sum_reference(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     check(logits, targets)?;
+    composed(logits, targets)
+}
+
+/// The reference's arithmetic, for inputs already checked.
+fn composed(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     let x = logits.to_dtype(DType::F32)?.contiguous()?;
     let ids = Tensor::from_vec(targets.to_vec(), (targets.len(), 1), x.device())?;
     // The max only keeps exp in range; logsumexp's gradient does not depend on it.

@@ -20,9 +20,6 @@ pub fn with_backward(x: &Tensor, forward: Tensor, backward: Backward) -> Result<
     if !matches!(x.device(), Device::Cpu) {
         candle_core::bail!("with_backward: the CPU only")
     }
-    if forward.device().location() != x.device().location() {
-        candle_core::bail!("with_backward: the forward value is on another device")
-    }
     x.apply_op1(Recorded {
         value: Mutex::new(Some(forward.contiguous()?)),
         shape: forward.shape().clone(),

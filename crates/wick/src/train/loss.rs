@@ -18,7 +18,8 @@ pub fn trained_positions(labels: &[i64], rows: usize, cols: usize) -> (Vec<u32>,
     for r in 0..rows {
         for c in 1..cols {
             let label = labels[r * cols + c];
-            if label != IGNORE_INDEX && label >= 0 {
+            // IGNORE_INDEX and any other negative label are not trained on.
+            if label >= 0 {
                 positions.push((r * cols + c - 1) as u32);
                 targets.push(label as u32);
             }
