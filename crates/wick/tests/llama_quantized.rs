@@ -9,55 +9,10 @@ mod llama_common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor, Var};
 use llama_common::*;
 use wick::io::safetensors::SafetensorsWeights;
 use wick::io::weights::WeightSource;
-
-/// Serves every 2-D weight as Q8_0 (what a GGUF source does for quantized files), or with
-/// `dequantize` the same Q8_0 values as dense f32 (a GGUF source asked for a float dtype).
-struct Q8Source {
-    inner: SafetensorsWeights,
-    quantized: AtomicUsize,
-    dequantize: bool,
-}
-
-impl WeightSource for Q8Source {
-    fn contains(&self, name: &str) -> bool {
-        self.inner.contains(name)
-    }
-
-    fn tensor(
-        &self,
-        name: &str,
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> wick::Result<Tensor> {
-        let w = self.inner.load(name, shape, DType::F32, device)?;
-        let w = if self.dequantize && shape.len() == 2 {
-            QTensor::quantize(&w, GgmlDType::Q8_0)?.dequantize(device)?
-        } else {
-            w
-        };
-        Ok(w.to_dtype(dtype)?)
-    }
-
-    fn quantized(
-        &self,
-        name: &str,
-        shape: &[usize],
-        device: &Device,
-    ) -> wick::Result<Option<QTensor>> {
-        if self.dequantize || shape.len() != 2 || !self.inner.contains(name) {
-            return Ok(None);
-        }
-        let w = self.inner.load(name, shape, DType::F32, device)?;
-        self.quantized.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(QTensor::quantize(&w, GgmlDType::Q8_0)?))
-    }
-}
 
 fn argmax_rows(t: &Tensor) -> Vec<u32> {
     t.reshape(((), VOCAB))

@@ -10,60 +10,17 @@ mod lora_common;
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use lora_common::*;
-use wick::io::safetensors::SafetensorsWeights;
-use wick::io::weights::WeightSource;
 use wick::lora::{self, LoraConfig, TargetModules};
-
-/// Every 2-D weight as Q8_0, or (`dequantize`) the same Q8_0 values as dense f32.
-struct Q8Source {
-    inner: SafetensorsWeights,
-    dequantize: bool,
-}
-
-impl WeightSource for Q8Source {
-    fn contains(&self, name: &str) -> bool {
-        self.inner.contains(name)
-    }
-
-    fn tensor(
-        &self,
-        name: &str,
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> wick::Result<Tensor> {
-        let w = self.inner.load(name, shape, DType::F32, device)?;
-        let w = if shape.len() == 2 {
-            QTensor::quantize(&w, GgmlDType::Q8_0)?.dequantize(device)?
-        } else {
-            w
-        };
-        Ok(w.to_dtype(dtype)?)
-    }
-
-    fn quantized(
-        &self,
-        name: &str,
-        shape: &[usize],
-        device: &Device,
-    ) -> wick::Result<Option<QTensor>> {
-        if self.dequantize || shape.len() != 2 || !self.inner.contains(name) {
-            return Ok(None);
-        }
-        let w = self.inner.load(name, shape, DType::F32, device)?;
-        Ok(Some(QTensor::quantize(&w, GgmlDType::Q8_0)?))
-    }
-}
 
 /// Gradients of every adapter var (layer order) after one loss on the PEFT case's batch.
 fn grads(model_name: &str, dequantize: bool) -> Vec<(String, Vec<f32>)> {
     let case = base_case(model_name);
     let cfg = llama_common::config(case, "config.json");
-    let source = Arc::new(Q8Source {
+    let source = Arc::new(llama_common::Q8Source {
         inner: llama_common::weights(case),
+        quantized: Default::default(),
         dequantize,
     });
     let mut model = llama_common::model_from(&cfg, source, DType::F32);

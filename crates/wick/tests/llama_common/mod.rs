@@ -3,8 +3,10 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use testkit::paths::fixture;
 use wick::io::safetensors::SafetensorsWeights;
@@ -77,4 +79,49 @@ pub fn check(what: &str, got: &[f32], want: &[f32], atol: f32) {
         d.max_abs, d.max_rel, d.worst_index
     );
     testkit::compare::assert_close(what, got, want, atol, 0.0);
+}
+
+/// Serves every 2-D weight as Q8_0 (what a GGUF source does for quantized files), or with
+/// `dequantize` the same Q8_0 values as dense f32 (a GGUF source asked for a float dtype).
+pub struct Q8Source {
+    pub inner: SafetensorsWeights,
+    /// How many tensors were served quantized.
+    pub quantized: AtomicUsize,
+    pub dequantize: bool,
+}
+
+impl WeightSource for Q8Source {
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+
+    fn tensor(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> wick::Result<Tensor> {
+        let w = self.inner.load(name, shape, DType::F32, device)?;
+        let w = if self.dequantize && shape.len() == 2 {
+            QTensor::quantize(&w, GgmlDType::Q8_0)?.dequantize(device)?
+        } else {
+            w
+        };
+        Ok(w.to_dtype(dtype)?)
+    }
+
+    fn quantized(
+        &self,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+    ) -> wick::Result<Option<QTensor>> {
+        if self.dequantize || shape.len() != 2 || !self.inner.contains(name) {
+            return Ok(None);
+        }
+        let w = self.inner.load(name, shape, DType::F32, device)?;
+        self.quantized.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(QTensor::quantize(&w, GgmlDType::Q8_0)?))
+    }
 }
