@@ -12,7 +12,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result as WickResult};
 use crate::io::weights::WeightView;
-use crate::ops::frozen_matmul::{frozen_matmul, FrozenWeight};
+use crate::ops::frozen_matmul::{frozen_matmul, frozen_matmul_backward, FrozenWeight};
+use crate::ops::grad::with_backward3;
 use crate::ops::{self, qmatmul::qmatmul};
 
 /// The frozen base weight of a [`Linear`].
@@ -117,10 +118,9 @@ impl LoraAdapter {
     /// `scale·(dropout(x)·Aᵀ)·Bᵀ` for x (rows, in), in f32.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?;
-        let x = if self.dropout > 0.0 && self.mode.is_training() {
-            self.apply_dropout(&x)?
-        } else {
-            x
+        let x = match self.dropout_mask(&x)? {
+            Some(mask) => (x * mask)?,
+            None => x,
         };
         let (a, b) = if self.mode.requires_grad() {
             (self.a.as_tensor().clone(), self.b.as_tensor().clone())
@@ -130,10 +130,13 @@ impl LoraAdapter {
         x.matmul(&a.t()?)?.matmul(&b.t()?)?.affine(self.scale, 0.0)
     }
 
-    /// Inverted dropout (kept values scaled by 1 / (1 - p)), drawn from a seeded ChaCha8 stream
-    /// on the host so every device gives the same mask.
-    fn apply_dropout(&self, x: &Tensor) -> Result<Tensor> {
+    /// Inverted dropout's mask for `x` (kept values scaled by 1 / (1 - p)), or None when dropout
+    /// is off. Drawn from a seeded ChaCha8 stream on the host so every device gives the same mask.
+    fn dropout_mask(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let p = self.dropout;
+        if p <= 0.0 || !self.mode.is_training() {
+            return Ok(None);
+        }
         let draw = self.mode.draws.fetch_add(1, Ordering::Relaxed);
         let mut rng = ChaCha8Rng::seed_from_u64(self.mode.seed.load(Ordering::Relaxed));
         rng.set_stream(draw);
@@ -141,8 +144,7 @@ impl LoraAdapter {
         let mask: Vec<f32> = (0..x.elem_count())
             .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
             .collect();
-        let mask = Tensor::from_vec(mask, x.dims(), x.device())?;
-        x * mask
+        Tensor::from_vec(mask, x.dims(), x.device()).map(Some)
     }
 }
 
@@ -302,6 +304,59 @@ impl Linear {
         Ok(())
     }
 
+    /// `x·Wᵀ + bias + scale·(dropout(x)·Aᵀ)·Bᵀ` for x (rows, in) while `adapter` trains: the
+    /// value computed outside the graph, recorded as one node over (x, A, B) whose backward
+    /// gives A, B and (when it is tracked) x their gradients. The composed graph kept four
+    /// output-sized tensors per projection alive until the backward pass (the base output, the
+    /// adapter's f32 output, its scaled copy and the sum); this keeps one.
+    fn forward_training(&self, x: &Tensor, adapter: &LoraAdapter) -> Result<Tensor> {
+        let xd = x.detach();
+        let base = match &self.weight {
+            LinearWeight::Dense(w) => ops::linear::linear_frozen(&xd, w, self.bias.as_ref())?,
+            _ => {
+                let y = self.base_forward(&xd)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+        };
+        let x32 = xd.to_dtype(DType::F32)?;
+        let mask = adapter.dropout_mask(&x32)?;
+        let xin = match &mask {
+            Some(m) => (&x32 * m)?,
+            None => x32,
+        };
+        let (a, b) = (
+            adapter.a.as_detached_tensor(),
+            adapter.b.as_detached_tensor(),
+        );
+        let delta = xin
+            .matmul(&a.t()?)?
+            .matmul(&b.t()?)?
+            .affine(adapter.scale, 0.0)?;
+        let y = (base + delta.to_dtype(x.dtype())?)?;
+        drop(xin);
+        let frozen = match &self.weight {
+            LinearWeight::Dense(w) => FrozenWeight::Dense(w.clone()),
+            LinearWeight::Quantized(QMatMul::QTensor(q)) => FrozenWeight::Quantized(q.clone()),
+            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                FrozenWeight::Dense(w.clone())
+            }
+        };
+        let scale = adapter.scale;
+        let backward = move |args: &[&Tensor], _: &Tensor, g: &Tensor| {
+            lora_backward(args, g, &frozen, mask.as_ref(), scale)
+        };
+        with_backward3(
+            x,
+            adapter.a.as_tensor(),
+            adapter.b.as_tensor(),
+            y,
+            Box::new(backward),
+        )
+    }
+
     /// `x·Wᵀ` for x (rows, in). When `x` is part of a tracked graph (an adapter below this layer
     /// is training) and the weight is frozen, [`frozen_matmul`] passes the gradient to `x` only.
     /// A quantized weight otherwise runs through `QMatMul`, which passes no gradient to `x` in
@@ -320,6 +375,44 @@ impl Linear {
     }
 }
 
+/// Gradients of `y = x·Wᵀ + s·(m⊙x)·Aᵀ·Bᵀ` (m the dropout mask) for x, A and B from the
+/// output's gradient g, with t = (m⊙x)·Aᵀ and u = g·B (both rows × r):
+/// dB = s·gᵀ·t, dA = s·uᵀ·(m⊙x), dx = g·W + m⊙(s·u·A) — dx only when x is tracked.
+fn lora_backward(
+    args: &[&Tensor],
+    g: &Tensor,
+    weight: &FrozenWeight,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Vec<Option<Tensor>>> {
+    let [x, a, b] = args else {
+        candle_core::bail!("LoRA backward: {} inputs, 3 expected", args.len())
+    };
+    let (a, b) = (a.detach(), b.detach());
+    let g32 = g.to_dtype(DType::F32)?;
+    let x32 = x.detach().to_dtype(DType::F32)?;
+    let xin = match mask {
+        Some(m) => (&x32 * m)?,
+        None => x32,
+    };
+    let u = g32.matmul(&b)?;
+    let db = g32.t()?.matmul(&xin.matmul(&a.t()?)?)?.affine(scale, 0.0)?;
+    let da = u.t()?.matmul(&xin)?.affine(scale, 0.0)?;
+    drop(xin);
+    let dx = if x.track_op() {
+        let through_a = u.matmul(&a)?.affine(scale, 0.0)?;
+        let through_a = match mask {
+            Some(m) => (through_a * m)?,
+            None => through_a,
+        };
+        let base = frozen_matmul_backward(weight, g)?;
+        Some((base + through_a.to_dtype(g.dtype())?)?.to_dtype(x.dtype())?)
+    } else {
+        None
+    };
+    Ok(vec![dx, Some(da), Some(db)])
+}
+
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims();
@@ -330,9 +423,19 @@ impl Module for Linear {
         // Flatten leading dims so the matmul is one GEMM with a transposed right operand.
         let rows = x.elem_count() / in_dim;
         let x2 = x.reshape((rows, in_dim))?;
-        // Inference on a dense weight: cuBLASLt with the bias in its epilogue on CUDA. Training
-        // (a tracked input) goes through `base_forward`, whose frozen-weight matmul passes no
-        // gradient to the weight.
+        if let Some(adapter) = self
+            .lora
+            .as_ref()
+            .filter(|a| !a.merged && a.mode.requires_grad())
+        {
+            let mut out_dims = dims.to_vec();
+            out_dims.pop();
+            out_dims.push(out_dim);
+            return self.forward_training(&x2, adapter)?.reshape(out_dims);
+        }
+        // Inference on a dense weight: cuBLASLt with the bias in its epilogue on CUDA. A tracked
+        // input (an adapter below this layer is training) goes through `base_forward`, whose
+        // frozen-weight matmul passes no gradient to the weight.
         let y = match &self.weight {
             LinearWeight::Dense(w) if !x2.track_op() => {
                 ops::linear::linear_frozen(&x2, w, self.bias.as_ref())?

@@ -10,10 +10,17 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-/// Fast path: a CPU custom op with its own backward pass; other devices use the reference.
+/// Fast path: a custom op with its own backward pass on the CPU and on CUDA (wick's kernel,
+/// reading half-precision logits as they are); other devices use the reference.
 /// `logits` (n, vocab) in any float dtype (computed in f32); returns an f32 scalar.
 pub fn cross_entropy_sum(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     check(logits, targets)?;
+    #[cfg(feature = "cuda")]
+    if logits.device().is_cuda() && !targets.is_empty() {
+        let ids = Tensor::from_vec(targets.to_vec(), targets.len(), logits.device())?;
+        let rows = super::cuda::loss::cross_entropy_rows(logits, &ids)?;
+        return rows.narrow(1, 0, 1)?.sum_all();
+    }
     if !matches!(logits.device(), Device::Cpu) {
         return composed(logits, targets);
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor};
 
+use super::grad::with_backward;
 use super::linear::gemm_x_wt;
 
 /// A frozen (out, in) weight.
@@ -32,14 +33,26 @@ impl FrozenWeight {
 }
 
 /// Fast path: `x` (rows, in) times the frozen weight's transpose, differentiable in `x` only.
-/// Runs as a custom op on the CPU in f32; elsewhere (other devices, half precision) it is the
-/// reference, whose weight gradient is computed and discarded.
+/// On the CPU in f32 a custom op with wick's GEMM; elsewhere (CUDA: cuBLASLt, half precision)
+/// the untracked GEMM recorded through [`with_backward`] with `grad · W` as its backward.
 pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight) -> Result<Tensor> {
-    let fast = matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 && x.track_op();
-    if !fast {
+    if !x.track_op() {
         return frozen_matmul_reference(x, w);
     }
-    x.contiguous()?.apply_op1(FrozenMatmul(w.clone()))
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1(FrozenMatmul(w.clone()));
+    }
+    let wf = w.float(x.dtype(), x.device())?;
+    let y = super::linear::linear_frozen(&x.detach(), &wf, None)?;
+    drop(wf);
+    let w = w.clone();
+    let backward = move |_: &Tensor, g: &Tensor| frozen_matmul_backward(&w, g);
+    with_backward(x, y, Box::new(backward))
+}
+
+/// `grad · W`: the input gradient of `x · Wᵀ`.
+pub fn frozen_matmul_backward(w: &FrozenWeight, grad: &Tensor) -> Result<Tensor> {
+    grad.matmul(&w.float(grad.dtype(), grad.device())?)
 }
 
 /// Reference: candle's matmul against the (dequantized) weight.
@@ -77,8 +90,9 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let w = self.0.float(grad_res.dtype(), grad_res.device())?;
-        Ok(Some(grad_res.matmul(&w)?.to_dtype(arg.dtype())?))
+        Ok(Some(
+            frozen_matmul_backward(&self.0, grad_res)?.to_dtype(arg.dtype())?,
+        ))
     }
 }
 

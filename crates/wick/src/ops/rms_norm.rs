@@ -2,18 +2,47 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+use super::grad::with_backward;
+
 /// Fast path: wick's kernel on CUDA (rounding as the reference does), candle's fused kernel
-/// elsewhere; neither has a backward pass in candle 0.11.1, so when the
-/// graph tracks gradients (LoRA training) the differentiable reference runs instead.
+/// elsewhere. Neither has a backward pass in candle 0.11.1, so a tracked `x` (LoRA training)
+/// gets the analytic one through [`with_backward`]; a tracked weight takes the reference.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    if x.track_op() || weight.track_op() {
+    if weight.track_op() {
         return rms_norm_reference(x, weight, eps);
     }
+    let y = rms_norm_untracked(&x.detach(), weight, eps)?;
+    if !x.track_op() {
+        return Ok(y);
+    }
+    let (xd, w) = (x.detach(), weight.clone());
+    let backward = move |_: &Tensor, g: &Tensor| rms_norm_backward(&xd, &w, eps, g);
+    with_backward(x, y, Box::new(backward))
+}
+
+fn rms_norm_untracked(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if x.device().is_cuda() {
         return super::cuda::fused::rms_norm(&x.contiguous()?, &weight.contiguous()?, eps);
     }
     candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)
+}
+
+/// d/dx of `n·w` with `n = x·r`, `r = 1/sqrt(mean(x²) + eps)`, in f32:
+/// `r·(gn − n·mean(gn·n))` where `gn = g·w`.
+fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, g: &Tensor) -> Result<Tensor> {
+    let x32 = x.to_dtype(DType::F32)?;
+    let r = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+        .sqrt()?
+        .recip()?;
+    let n = x32.broadcast_mul(&r)?;
+    let gn = g
+        .to_dtype(DType::F32)?
+        .broadcast_mul(&weight.to_dtype(DType::F32)?)?;
+    let dot = (&gn * &n)?.mean_keepdim(D::Minus1)?;
+    (gn - n.broadcast_mul(&dot)?)?
+        .broadcast_mul(&r)?
+        .to_dtype(x.dtype())
 }
 
 /// Reference, as transformers computes it: normalise in f32, cast back, then scale.
@@ -43,6 +72,22 @@ mod tests {
             let diff = max_diff(&rms_norm(&xd, &wd, 1e-5)?, &rms_norm(&x, &w, 1e-5)?)?;
             assert!(diff < 5e-2, "{dtype:?} max abs diff {diff}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn analytic_gradient_matches_the_reference_gradient() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 2.0, (3, 5, 37), &dev)?)?;
+        let w = Tensor::randn(1f32, 0.3, 37, &dev)?;
+        let up = Tensor::randn(0f32, 1.0, (3, 5, 37), &dev)?;
+        let grad = |f: fn(&Tensor, &Tensor, f64) -> Result<Tensor>| -> Result<Tensor> {
+            let y = f(x.as_tensor(), &w, 1e-6)?;
+            let g = (y * &up)?.sum_all()?.backward()?;
+            Ok(g.get(x.as_tensor()).expect("gradient").clone())
+        };
+        let diff = max_diff(&grad(rms_norm)?, &grad(rms_norm_reference)?)?;
+        assert!(diff < 1e-5, "max abs gradient diff {diff}");
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Rotary position embeddings in Hugging Face's rotate-half layout (the first and second halves
 //! of each head are the two rotated components), with per-sequence positions.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 use super::grad::with_backward;
 
@@ -74,16 +74,16 @@ pub fn cos_sin(inv_freq: &Tensor, positions: &Tensor, dtype: DType) -> Result<(T
 }
 
 /// Fast path: candle's fused kernel for `x` (batch, heads, seq, head_dim) and cos/sin
-/// (batch, seq, head_dim / 2). The kernel has no backward pass in candle 0.11.1; on the CPU a
-/// tracked `x` (LoRA training) gets one through [`with_backward`]: RoPE rotates each pair of
-/// features by its angle, so the gradient is the rotation back, RoPE with −sin. Elsewhere a
-/// tracked graph takes the differentiable reference.
+/// (batch, seq, head_dim / 2). The kernel has no backward pass in candle 0.11.1; a tracked `x`
+/// (LoRA training) gets one through [`with_backward`]: RoPE rotates each pair of features by
+/// its angle, so the gradient is the rotation back, RoPE with −sin. Tracked cos/sin take the
+/// differentiable reference.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
     if !x.track_op() {
         return candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin);
     }
-    if !matches!(x.device(), Device::Cpu) || cos.track_op() || sin.track_op() {
+    if cos.track_op() || sin.track_op() {
         return rope_reference(x, &cos, &sin);
     }
     let y = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, &cos, &sin)?;

@@ -1,18 +1,14 @@
 //! Softmax over the last dimension.
 
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 use super::grad::with_backward;
 
-/// Fast path: candle's fused last-dim softmax. It has no backward pass in candle 0.11.1; on the
-/// CPU a tracked `x` (LoRA training) gets one through [`with_backward`] (dx = y·(dy − Σ dy·y)),
-/// elsewhere a tracked graph takes the differentiable reference.
+/// Fast path: candle's fused last-dim softmax. It has no backward pass in candle 0.11.1; a
+/// tracked `x` (LoRA training) gets one through [`with_backward`] (dx = y·(dy − Σ dy·y)).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     if !x.track_op() {
         return candle_nn::ops::softmax_last_dim(&x.contiguous()?);
-    }
-    if !matches!(x.device(), Device::Cpu) {
-        return softmax_last_dim_reference(x);
     }
     let y = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
     let backward = |y: &Tensor, grad: &Tensor| {

@@ -326,18 +326,180 @@ pub fn run_all(dev: &Device) -> Result<usize> {
         }
     }
     failures += lora_grad_check(dev)?;
+    for c in grad_cases() {
+        for dtype in [DType::F32, DType::BF16] {
+            let line = match check_grad(&c, dtype, dev) {
+                Ok(line) => line,
+                Err(e) => (false, format!("rel_err inf nan 0 FAIL {e}")),
+            };
+            failures += usize::from(!line.0);
+            println!(
+                "CHECK {:<24} {:<5} {}",
+                format!("grad {}", c.name),
+                format!("{dtype:?}").to_lowercase(),
+                line.1
+            );
+        }
+    }
     Ok(failures)
 }
 
-/// LoRA gradients on the GPU against the CPU (f32): what training depends on.
+/// Backward passes training uses: the gradient of Σ out·u (u random) with respect to input 0
+/// (and input 1 where `both`), GPU fast path in `dtype` against the CPU reference in f32.
+struct GradCase {
+    name: &'static str,
+    inputs: Vec<Input>,
+    both: bool,
+    fast: OpFn,
+    reference: OpFn,
+}
+
+fn grad_cases() -> Vec<GradCase> {
+    let n = |s: f32| Kind::Normal(s);
+    let targets = |rows: usize, vocab: usize| -> Vec<u32> {
+        (0..rows)
+            .map(|i| ((i * 7919 + 13) % vocab) as u32)
+            .collect()
+    };
+    vec![
+        GradCase {
+            name: "rms_norm",
+            inputs: vec![
+                input(&[5, 37, 897], n(3.0), true),
+                input(&[897], n(1.0), false),
+            ],
+            both: false,
+            fast: Box::new(|t| ops::rms_norm::rms_norm(&t[0], &t[1], 1e-6)),
+            reference: Box::new(|t| ops::rms_norm::rms_norm_reference(&t[0], &t[1], 1e-6)),
+        },
+        GradCase {
+            name: "rope",
+            inputs: vec![
+                input(&[2, 7, 14, 64], n(1.0), false),
+                input(&[2, 7, 32], n(1.0), false),
+                input(&[2, 7, 32], n(1.0), false),
+            ],
+            both: false,
+            fast: Box::new(|t| ops::rope::rope(&t[0].transpose(1, 2)?, &t[1], &t[2])),
+            reference: Box::new(|t| {
+                ops::rope::rope_reference(&t[0].transpose(1, 2)?, &t[1], &t[2])
+            }),
+        },
+        GradCase {
+            name: "softmax",
+            inputs: vec![input(&[4, 13, 1031], n(4.0), false)],
+            both: false,
+            fast: Box::new(|t| ops::softmax::softmax_last_dim(&t[0])),
+            reference: Box::new(|t| ops::softmax::softmax_last_dim_reference(&t[0])),
+        },
+        GradCase {
+            name: "swiglu",
+            inputs: vec![
+                input(&[3, 7, 4865], n(3.0), true),
+                input(&[3, 7, 4865], n(1.0), false),
+            ],
+            both: true,
+            fast: Box::new(|t| ops::swiglu::swiglu(&t[0], &t[1])),
+            reference: Box::new(|t| ops::swiglu::swiglu_reference(&t[0], &t[1])),
+        },
+        GradCase {
+            name: "frozen matmul",
+            inputs: vec![
+                input(&[3, 41, 897], n(1.0), false),
+                input(&[1153, 897], n(0.05), false),
+            ],
+            both: false,
+            fast: Box::new(|t| {
+                let x = t[0].reshape((123, 897))?;
+                let w = ops::frozen_matmul::FrozenWeight::Dense(t[1].clone());
+                ops::frozen_matmul::frozen_matmul(&x, &w)
+            }),
+            reference: Box::new(|t| t[0].reshape((123, 897))?.matmul(&t[1].t()?)),
+        },
+        GradCase {
+            name: "cross_entropy",
+            inputs: vec![input(&[37, 50_001], n(3.0), false)],
+            both: false,
+            fast: Box::new(move |t| {
+                ops::cross_entropy::cross_entropy_sum(&t[0], &targets(37, 50_001))?.reshape(1)
+            }),
+            reference: Box::new(move |t| {
+                ops::cross_entropy::cross_entropy_sum_reference(&t[0], &targets(37, 50_001))?
+                    .reshape(1)
+            }),
+        },
+    ]
+}
+
+/// The gradients of the tracked inputs of `f` on `inputs` (on their device) for Σ f·u.
+fn grads_of(f: &OpFn, inputs: &[Tensor], both: bool, u: &Tensor) -> Result<Vec<Tensor>> {
+    let tracked = if both { 2 } else { 1 };
+    let vars: Vec<Var> = inputs[..tracked]
+        .iter()
+        .map(Var::from_tensor)
+        .collect::<Result<_>>()?;
+    let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    args.extend(inputs[tracked..].iter().cloned());
+    let out = f(&args)?;
+    let u = u.to_device(out.device())?.reshape(out.shape())?;
+    let store = (out.to_dtype(DType::F32)? * u)?.sum_all()?.backward()?;
+    vars.iter()
+        .map(|v| match store.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => candle_core::bail!("no gradient reached an input"),
+        })
+        .collect()
+}
+
+fn check_grad(c: &GradCase, dtype: DType, dev: &Device) -> Result<(bool, String)> {
+    let host: Vec<Tensor> = c
+        .inputs
+        .iter()
+        .map(|i| make(i)?.to_dtype(dtype)?.to_dtype(DType::F32))
+        .collect::<Result<_>>()?;
+    let views = |d: &Device, dt: DType| -> Result<Vec<Tensor>> {
+        host.iter()
+            .zip(&c.inputs)
+            .map(|(t, i)| view(&t.to_dtype(dt)?.to_device(d)?, i))
+            .collect()
+    };
+    let out_shape = (c.reference)(&views(&Device::Cpu, DType::F32)?)?
+        .shape()
+        .clone();
+    let u = Tensor::randn(0f32, 1.0, out_shape, &Device::Cpu)?;
+    let expected = grads_of(&c.reference, &views(&Device::Cpu, DType::F32)?, c.both, &u)?;
+    poison(dev)?;
+    let got = grads_of(&c.fast, &views(dev, dtype)?, c.both, &u)?;
+    let (mut worst, mut nans) = (0f64, 0);
+    for (g, e) in got.iter().zip(&expected) {
+        if g.dims() != e.dims() {
+            candle_core::bail!("gradient shape {:?} vs {:?}", g.dims(), e.dims())
+        }
+        let (err, nan) = rel_err(g, e)?;
+        worst = worst.max(err);
+        nans += nan;
+    }
+    let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+    let ok = worst <= tol && nans == 0;
+    let verdict = if ok { "ok" } else { "FAIL" };
+    Ok((
+        ok,
+        format!("rel_err {worst:.2e} (tol {tol:.0e}) nan {nans} {verdict}"),
+    ))
+}
+
+/// LoRA gradients (A, B and a tracked input x) on the GPU against the CPU in f32: what
+/// training depends on. The base weight and x in f32 and in bf16 (A and B stay f32).
 fn lora_grad_check(dev: &Device) -> Result<usize> {
-    let mut grads = Vec::new();
     let x = Tensor::randn(0f32, 1.0, (4, 19, 129), &Device::Cpu)?;
     let w = Tensor::randn(0f32, 0.05, (77, 129), &Device::Cpu)?;
     let a = Tensor::randn(0f32, 0.1, (8, 129), &Device::Cpu)?;
     let b = Tensor::randn(0f32, 0.1, (77, 8), &Device::Cpu)?;
-    for d in [&Device::Cpu, dev] {
-        let mut l = Linear::new(w.to_device(d)?, None);
+    let u = Tensor::randn(0f32, 1.0, (4, 19, 77), &Device::Cpu)?;
+    // Inputs rounded to `dtype`, then computed in `compute` on `d`.
+    let grads = |d: &Device, dtype: DType, compute: DType| -> Result<Vec<Tensor>> {
+        let round = |t: &Tensor| t.to_dtype(dtype)?.to_dtype(compute)?.to_device(d);
+        let mut l = Linear::new(round(&w)?, None);
         let (va, vb) = (
             Var::from_tensor(&a.to_device(d)?)?,
             Var::from_tensor(&b.to_device(d)?)?,
@@ -346,26 +508,45 @@ fn lora_grad_check(dev: &Device) -> Result<usize> {
         mode.set_requires_grad(true);
         l.set_lora(LoraAdapter::new(va.clone(), vb.clone(), 2.0, 0.0, mode))
             .map_err(|e| wick::candle_core::Error::Msg(e.to_string()))?;
-        let y = wick::candle_core::Module::forward(&l, &x.to_device(d)?)?;
-        let store = y.sqr()?.sum_all()?.backward()?;
-        let ga = store.get(va.as_tensor()).cloned();
-        let gb = store.get(vb.as_tensor()).cloned();
-        grads.push((ga, gb));
-    }
+        let vx = Var::from_tensor(&round(&x)?)?;
+        let y = wick::candle_core::Module::forward(&l, vx.as_tensor())?;
+        let store = (y.to_dtype(DType::F32)? * u.to_device(d)?)?
+            .sum_all()?
+            .backward()?;
+        [&va, &vb, &vx]
+            .iter()
+            .map(|v| match store.get(v.as_tensor()) {
+                Some(g) => Ok(g.clone()),
+                None => candle_core::bail!("no LoRA gradient"),
+            })
+            .collect()
+    };
     let mut failures = 0;
-    for (i, name) in ["grad A", "grad B"].iter().enumerate() {
-        let pick =
-            |g: &(Option<Tensor>, Option<Tensor>)| if i == 0 { g.0.clone() } else { g.1.clone() };
-        let (err, nan) = match (pick(&grads[0]), pick(&grads[1])) {
-            (Some(c), Some(g)) => rel_err(&g, &c)?,
-            _ => (f64::INFINITY, 0),
+    for dtype in [DType::F32, DType::BF16] {
+        // The CPU reference sees the same rounded inputs, in f32.
+        let expected = grads(&Device::Cpu, dtype, DType::F32);
+        let (expected, got) = match (expected, grads(dev, dtype, dtype)) {
+            (Ok(e), Ok(g)) => (e, g),
+            (Err(e), _) | (_, Err(e)) => {
+                failures += 1;
+                println!("CHECK lora grads          {dtype:?} FAIL {e}");
+                continue;
+            }
         };
-        let ok = err <= 1e-5 && nan == 0;
-        failures += usize::from(!ok);
-        println!(
-            "CHECK lora {name:<19} f32   rel_err {err:.2e} (tol 1e-5) nan {nan} {}",
-            if ok { "ok" } else { "FAIL" }
-        );
+        for (name, (g, e)) in ["grad A", "grad B", "grad x"]
+            .iter()
+            .zip(got.iter().zip(&expected))
+        {
+            let (err, nan) = rel_err(g, e)?;
+            let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+            let ok = err <= tol && nan == 0;
+            failures += usize::from(!ok);
+            println!(
+                "CHECK lora {name:<19} {:<5} rel_err {err:.2e} (tol {tol:.0e}) nan {nan} {}",
+                format!("{dtype:?}").to_lowercase(),
+                if ok { "ok" } else { "FAIL" }
+            );
+        }
     }
     Ok(failures)
 }

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use super::blaslt::{BlasLt, Gemm};
 use super::kernels::{func, gemv, row_threads, GEMV_MAX_ROWS};
 
-fn contiguous(l: &Layout, what: &str) -> Result<usize> {
+pub(super) fn contiguous(l: &Layout, what: &str) -> Result<usize> {
     match l.contiguous_offsets() {
         Some((start, _)) => Ok(start),
         None => candle_core::bail!("{what}: contiguous input expected"),
@@ -34,7 +34,7 @@ pub(super) fn addr_of(s: &CudaStorage, dtype: DType, offset: usize) -> Result<u6
     }
 }
 
-fn alloc(
+pub(super) fn alloc(
     dev: &candle_core::cuda_backend::CudaDevice,
     dtype: DType,
     n: usize,

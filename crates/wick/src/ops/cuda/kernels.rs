@@ -12,6 +12,7 @@ pub const GEMV_MAX_ROWS: usize = 8;
 pub fn func(dev: &CudaDevice, name: &str, dtype: DType) -> Result<CudaFunction> {
     let (module, ptx) = match name {
         "gemv" | "gemv_rms" | "gemv_swiglu" => ("wick_gemv", wick_kernels::GEMV),
+        "ce_rows" | "ce_rows_backward" => ("wick_loss", wick_kernels::LOSS),
         _ => ("wick_fused", wick_kernels::FUSED),
     };
     let suffix = match dtype {

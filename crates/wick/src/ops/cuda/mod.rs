@@ -5,6 +5,7 @@ pub mod blaslt;
 pub mod decode_graph;
 pub mod fused;
 pub mod kernels;
+pub mod loss;
 
 use candle_core::Device;
 use cudarc::driver::sys;
