@@ -9,7 +9,7 @@ dest="${1:-$root/gpu-bin}"
 mkdir -p "$dest"
 cp "$target/release/wick.stripped" "$dest/wick"
 cp "$target/release/wick-gpu-bench.stripped" "$dest/gpu_bench"
-cp "$root/scripts/gpu-run.sh" "$root"/bench/gpu/{run.sh,torch_ref.py,table.py} "$dest/"
+cp "$root/scripts/gpu-run.sh" "$root"/bench/gpu/{run.sh,profile.sh,torch_ref.py,table.py,ncu_top.py} "$dest/"
 # The device tool carries at most 64 MiB: compress the binaries (run.sh unpacks them).
 rm -f "$dest"/*.xz
 xz -T2 -6 -f "$dest/wick" "$dest/gpu_bench"

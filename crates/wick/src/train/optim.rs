@@ -104,6 +104,29 @@ impl AdamW {
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2_sqrt = (1.0 - beta2.powi(self.t as i32)).sqrt();
         let step_size = lr / bc1;
+        #[cfg(feature = "cuda")]
+        if self.vars.first().is_some_and(|v| v.device().is_cuda()) {
+            let s = crate::ops::cuda::optim::AdamWStep {
+                one_minus_beta1: (1.0 - beta1) as f32,
+                beta2: beta2 as f32,
+                one_minus_beta2: (1.0 - beta2) as f32,
+                eps: eps as f32,
+                decay: (1.0 - lr * weight_decay) as f32,
+                step: step_size as f32,
+                inv_bc2: (1.0 / bc2_sqrt) as f32,
+            };
+            for (i, g) in grads.iter().enumerate() {
+                let g = g.to_dtype(DType::F32)?;
+                crate::ops::cuda::optim::adamw_update(
+                    self.vars[i].as_tensor(),
+                    &g,
+                    &self.m[i],
+                    &self.v[i],
+                    s,
+                )?;
+            }
+            return Ok(());
+        }
         for (i, g) in grads.iter().enumerate() {
             let g = g.to_dtype(DType::F32)?;
             let p = self.vars[i].as_tensor();
@@ -165,17 +188,17 @@ impl AdamW {
 }
 
 /// The global L2 norm of `grads`, as torch's `clip_grad_norm_` computes it (before clipping).
+/// Each gradient's sum of squares stays on its device; one read brings them all back.
 pub fn global_norm(grads: &[Tensor]) -> Result<f64> {
-    let mut sum = 0f64;
-    for g in grads {
-        let n = g
-            .to_dtype(DType::F32)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
-        sum += n;
+    if grads.is_empty() {
+        return Ok(0.0);
     }
-    Ok(sum.sqrt())
+    let sums = grads
+        .iter()
+        .map(|g| g.to_dtype(DType::F32)?.sqr()?.sum_all()?.reshape(1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let sums = Tensor::cat(&sums, 0)?.to_vec1::<f32>()?;
+    Ok(sums.iter().map(|&s| s as f64).sum::<f64>().sqrt())
 }
 
 /// torch's `clip_grad_norm_(max_norm)`: scales every gradient by `max_norm / (norm + 1e-6)`

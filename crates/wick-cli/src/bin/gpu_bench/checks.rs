@@ -326,6 +326,7 @@ pub fn run_all(dev: &Device) -> Result<usize> {
         }
     }
     failures += lora_grad_check(dev)?;
+    failures += adamw_check(dev)?;
     for c in grad_cases() {
         for dtype in [DType::F32, DType::BF16] {
             let line = match check_grad(&c, dtype, dev) {
@@ -549,4 +550,65 @@ fn lora_grad_check(dev: &Device) -> Result<usize> {
         }
     }
     Ok(failures)
+}
+
+/// Three AdamW steps (weight decay on, odd sizes) with the CUDA kernels against the CPU
+/// optimizer on the same parameters and gradients: parameters and both moments.
+fn adamw_check(dev: &Device) -> Result<usize> {
+    use wick::train::optim::{AdamW, AdamWParams};
+    let shapes = [vec![16usize, 897], vec![4865, 16], vec![3]];
+    let init: Vec<Tensor> = shapes
+        .iter()
+        .map(|s| Tensor::randn(0f32, 0.1, s.as_slice(), &Device::Cpu))
+        .collect::<Result<_>>()?;
+    let grads: Vec<Vec<Tensor>> = (0..3)
+        .map(|_| {
+            shapes
+                .iter()
+                .map(|s| Tensor::randn(0f32, 1.0, s.as_slice(), &Device::Cpu))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let params = AdamWParams {
+        weight_decay: 0.01,
+        ..AdamWParams::default()
+    };
+    let run = |d: &Device| -> Result<(Vec<Tensor>, std::collections::HashMap<String, Tensor>)> {
+        let vars: Vec<(String, Var)> = init
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Ok((format!("p{i}"), Var::from_tensor(&t.to_device(d)?)?)))
+            .collect::<Result<_>>()?;
+        let mut opt = AdamW::new(vars.clone(), params)
+            .map_err(|e| wick::candle_core::Error::Msg(e.to_string()))?;
+        for (step, g) in grads.iter().enumerate() {
+            let g: Vec<Tensor> = g.iter().map(|t| t.to_device(d)).collect::<Result<_>>()?;
+            opt.step(&g, 1e-3 * (step + 1) as f64)
+                .map_err(|e| wick::candle_core::Error::Msg(e.to_string()))?;
+        }
+        let ps = vars.iter().map(|(_, v)| v.as_tensor().clone()).collect();
+        Ok((ps, opt.state_tensors()))
+    };
+    let ((p_cpu, s_cpu), (p_gpu, s_gpu)) = (run(&Device::Cpu)?, run(dev)?);
+    let mut worst = 0f64;
+    let mut nans = 0;
+    for (g, c) in p_gpu.iter().zip(&p_cpu) {
+        let (err, nan) = rel_err(g, c)?;
+        worst = worst.max(err);
+        nans += nan;
+    }
+    for (k, c) in &s_cpu {
+        let Some(g) = s_gpu.get(k) else {
+            candle_core::bail!("AdamW state {k} missing on the GPU")
+        };
+        let (err, nan) = rel_err(g, c)?;
+        worst = worst.max(err);
+        nans += nan;
+    }
+    let ok = worst <= 1e-5 && nans == 0;
+    println!(
+        "CHECK adamw 3 steps (p, m, v) f32   rel_err {worst:.2e} (tol 1e-5) nan {nans} {}",
+        if ok { "ok" } else { "FAIL" }
+    );
+    Ok(usize::from(!ok))
 }

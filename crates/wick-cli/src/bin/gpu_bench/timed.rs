@@ -303,7 +303,12 @@ fn train(dev: &Device) -> AnyResult {
             }
         })
         .collect();
-    let steps = 12;
+    // WICK_TRAIN_STEPS: fewer steps for a profiler run.
+    let steps = std::env::var("WICK_TRAIN_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12usize)
+        .max(3);
     let cfg = TrainConfig {
         max_steps: Some(steps),
         shuffle: false,

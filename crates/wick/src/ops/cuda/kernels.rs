@@ -13,6 +13,7 @@ pub fn func(dev: &CudaDevice, name: &str, dtype: DType) -> Result<CudaFunction> 
     let (module, ptx) = match name {
         "gemv" | "gemv_rms" | "gemv_swiglu" => ("wick_gemv", wick_kernels::GEMV),
         "ce_rows" | "ce_rows_backward" => ("wick_loss", wick_kernels::LOSS),
+        "adamw_m" | "adamw_v" | "adamw_p" => ("wick_optim", wick_kernels::OPTIM),
         _ => ("wick_fused", wick_kernels::FUSED),
     };
     let suffix = match dtype {

@@ -6,6 +6,7 @@ pub mod decode_graph;
 pub mod fused;
 pub mod kernels;
 pub mod loss;
+pub mod optim;
 
 use candle_core::Device;
 use cudarc::driver::sys;
