@@ -12,6 +12,7 @@ pub const GEMV_MAX_ROWS: usize = 8;
 pub fn func(dev: &CudaDevice, name: &str, dtype: DType) -> Result<CudaFunction> {
     let (module, ptx) = match name {
         "gemv" | "gemv_rms" | "gemv_swiglu" => ("wick_gemv", wick_kernels::GEMV),
+        n if n.starts_with("flash_") => ("wick_attention", wick_kernels::ATTENTION),
         _ => ("wick_fused", wick_kernels::FUSED),
     };
     let suffix = match dtype {
