@@ -10,6 +10,7 @@
 // picks columns cg, cg + 8, ... of each tile; the 8 threads of a row group are adjacent lanes.
 // Shared tiles are f32 with a pitch of D + 1 (or BK + 1) floats, so no access pattern conflicts.
 #include "common.cuh"
+#include <mma.h>
 
 namespace {
 
@@ -349,6 +350,327 @@ __device__ void flash_bwd(const T* q, const T* k, const T* v, const T* dout, con
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core versions for f16 / bf16 (WMMA 16×16×16, f32 accumulators): the same algorithms,
+// BQ = BK = 64, 4 warps; warp w owns query rows 16w..16w+15 of the S/P work (and key rows
+// 16w..16w+15 of dK/dV in the backward), so the softmax between the two matrix products needs
+// only the warp. P and dS are rounded to T before their products (as FlashAttention does);
+// softmax statistics, O, dK, dV and dQ accumulate in f32.
+
+namespace {
+
+using namespace nvcuda;
+
+// rows × D tile of T into shared T (pitch elements a row), zero beyond rows_valid; 16-byte
+// vector loads when `vec` (addresses and strides 8-element aligned).
+template <typename T, int D>
+__device__ __forceinline__ void load_tile_h(T* dst, int pitch, const T* src, long long stride,
+                                            int rows_valid, int rows, int vec) {
+  if (vec) {
+    constexpr int C8 = D / 8;
+    for (int idx = threadIdx.x; idx < rows * C8; idx += THREADS) {
+      const int r = idx / C8, c = (idx % C8) * 8;
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (r < rows_valid) val = *reinterpret_cast<const uint4*>(src + r * stride + c);
+      *reinterpret_cast<uint4*>(dst + r * pitch + c) = val;
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < rows * D; idx += THREADS) {
+      const int r = idx / D, c = idx % D;
+      dst[r * pitch + c] = r < rows_valid ? src[r * stride + c] : from_f<T>(0.f);
+    }
+  }
+}
+
+template <typename T>
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragAc = wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::col_major>;
+template <typename T>
+using FragBr = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major>;
+template <typename T>
+using FragBc = wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+}  // namespace
+
+// Forward on tensor cores. Grid (ceil(lq / 64), heads, batch); block 128; dynamic shared memory
+// 3·64·(D+8)·2 + 64·68·4 + 64·72·2 + 64·(D+4)·4 bytes. Same outputs as flash_fwd.
+template <typename T, int D>
+__device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bias, T* o,
+                             float* lse, int heads, int kv_heads, int lq, int lk, long long qsb,
+                             long long qsh, long long qsr, long long ksb, long long ksh,
+                             long long ksr, long long vsb, long long vsh, long long vsr,
+                             long long bsb, long long bsh, long long bsr, float scale, int causal,
+                             int vec) {
+  constexpr int BQ = 64, BK = 64, XP = D + 8, SP = BK + 4, PP = BK + 8, OP = D + 4;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + BQ * XP;
+  T* sV = sK + BK * XP;
+  float* sS = reinterpret_cast<float*>(sV + BK * XP);
+  T* sP = reinterpret_cast<T*>(sS + BQ * SP);
+  float* sO = reinterpret_cast<float*>(sP + BQ * PP);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
+  const int kh = h / (heads / kv_heads);
+  const T* qb = q + b * qsb + h * qsh + q0 * qsr;
+  const T* kb = k + b * ksb + kh * ksh;
+  const T* vb = v + b * vsb + kh * vsh;
+  const float* biasb = bias ? bias + b * bsb + h * bsh : nullptr;
+  load_tile_h<T, D>(sQ, XP, qb, qsr, lq - q0, BQ, vec);
+  for (int i = tid; i < BQ * OP; i += THREADS) sO[i] = 0.f;
+  // Softmax ownership: lane pair per row, each half of the tile's columns.
+  const int rl = warp * 16 + (lane >> 1), half = lane & 1, row = q0 + rl;
+  float m = -INFINITY, l = 0.f;
+  const int shift = lk - lq;
+  const int kend = causal ? min(lk, q0 + BQ + shift) : lk;
+  for (int k0 = 0; k0 < kend; k0 += BK) {
+    __syncthreads();
+    load_tile_h<T, D>(sK, XP, kb + k0 * ksr, ksr, lk - k0, BK, vec);
+    load_tile_h<T, D>(sV, XP, vb + k0 * vsr, vsr, lk - k0, BK, vec);
+    __syncthreads();
+    // S = Q·Kᵀ for this warp's 16 rows.
+#pragma unroll
+    for (int n = 0; n < BK / 16; ++n) {
+      FragC acc;
+      wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        FragA<T> a;
+        FragBc<T> bf;
+        wmma::load_matrix_sync(a, sQ + warp * 16 * XP + kk * 16, XP);
+        wmma::load_matrix_sync(bf, sK + n * 16 * XP + kk * 16, XP);
+        wmma::mma_sync(acc, a, bf, acc);
+      }
+      wmma::store_matrix_sync(sS + warp * 16 * SP + n * 16, acc, SP, wmma::mem_row_major);
+    }
+    __syncwarp();
+    {
+      float* srow = sS + rl * SP + half * (BK / 2);
+      float mx = -INFINITY;
+#pragma unroll 8
+      for (int j = 0; j < BK / 2; ++j) {
+        const int col = k0 + half * (BK / 2) + j;
+        const bool masked = col >= lk || row >= lq || (causal && col > row + shift);
+        float x = srow[j] * scale;
+        if (!masked && biasb) x += biasb[(long long)row * bsr + col];
+        x = masked ? -INFINITY : x;
+        srow[j] = x;
+        mx = fmaxf(mx, x);
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
+      const float mn = fmaxf(m, mx);
+      const float mu = mn == -INFINITY ? 0.f : mn;
+      const float corr = expf(m - mu);
+      float rs = 0.f;
+      T* prow = sP + rl * PP + half * (BK / 2);
+#pragma unroll 8
+      for (int j = 0; j < BK / 2; ++j) {
+        const float p = expf(srow[j] - mu);
+        rs += p;
+        prow[j] = from_f<T>(p);
+      }
+      rs += __shfl_xor_sync(0xffffffff, rs, 1);
+      l = l * corr + rs;
+      m = mn;
+      float* orow = sO + rl * OP + half * (D / 2);
+#pragma unroll 8
+      for (int c = 0; c < D / 2; ++c) orow[c] *= corr;
+    }
+    __syncwarp();
+    // O += P·V for this warp's rows.
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      FragC acc;
+      wmma::load_matrix_sync(acc, sO + warp * 16 * OP + n * 16, OP, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; ++kk) {
+        FragA<T> a;
+        FragBr<T> bf;
+        wmma::load_matrix_sync(a, sP + warp * 16 * PP + kk * 16, PP);
+        wmma::load_matrix_sync(bf, sV + kk * 16 * XP + n * 16, XP);
+        wmma::mma_sync(acc, a, bf, acc);
+      }
+      wmma::store_matrix_sync(sO + warp * 16 * OP + n * 16, acc, OP, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  __syncthreads();
+  if (row < lq) {
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const long long r = ((long long)b * heads + h) * lq + row;
+    T* dst = o + r * D + half * (D / 2);
+    const float* orow = sO + rl * OP + half * (D / 2);
+#pragma unroll 8
+    for (int c = 0; c < D / 2; ++c) dst[c] = from_f<T>(orow[c] * inv);
+    if (lse && half == 0) lse[r] = l > 0.f ? m + logf(l) : INFINITY;
+  }
+}
+
+// Backward main kernel on tensor cores: as flash_bwd (same arguments plus `vec`), BQ = BK = 64.
+// Dynamic shared memory 4·64·(D+8)·2 + 2·64·68·4 + 2·64·72·2 + 2·64·4 bytes.
+template <typename T, int D>
+__device__ void flash_bwd_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse,
+                             const float* dd, const float* bias, float* dq, T* dk, T* dv,
+                             float* dkp, float* dvp, int heads, int kv_heads, int hsplit, int lq,
+                             int lk, long long qsb, long long qsh, long long qsr, long long ksb,
+                             long long ksh, long long ksr, long long vsb, long long vsh,
+                             long long vsr, long long bsb, long long bsh, long long bsr,
+                             float scale, int causal, int vec) {
+  constexpr int BQ = 64, BK = 64, XP = D + 8, SP = BK + 4, PP = BK + 8, OP = D + 4;
+  static_assert(2 * BQ * SP >= BQ * OP, "dQ scratch must fit over S and dP");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sK = reinterpret_cast<T*>(smem_raw);
+  T* sV = sK + BK * XP;
+  T* sQ = sV + BK * XP;
+  T* sG = sQ + BQ * XP;
+  float* sS = reinterpret_cast<float*>(sG + BQ * XP);
+  float* sdP = sS + BQ * SP;
+  T* sP = reinterpret_cast<T*>(sdP + BQ * SP);
+  T* sdS = sP + BQ * PP;
+  float* sL = reinterpret_cast<float*>(sdS + BQ * PP);
+  float* sD = sL + BQ;
+  float* scratch = sS;  // BQ × OP f32 over S and dP once they are consumed
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int k0 = blockIdx.x * BK, b = blockIdx.z;
+  const int kh = blockIdx.y / hsplit, split = blockIdx.y % hsplit;
+  const int n_rep = heads / kv_heads, per = n_rep / hsplit;
+  load_tile_h<T, D>(sK, XP, k + b * ksb + kh * ksh + k0 * ksr, ksr, lk - k0, BK, vec);
+  load_tile_h<T, D>(sV, XP, v + b * vsb + kh * vsh + k0 * vsr, vsr, lk - k0, BK, vec);
+  FragC adk[D / 16], adv[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) {
+    wmma::fill_fragment(adk[n], 0.f);
+    wmma::fill_fragment(adv[n], 0.f);
+  }
+  const int shift = lk - lq;
+  const int qfirst = causal ? max(0, k0 - shift) : 0;
+  const int qstart = (qfirst / BQ) * BQ;
+  const int rl = warp * 16 + (lane >> 1), half = lane & 1;
+
+  for (int hr = 0; hr < per; ++hr) {
+    const int h = kh * n_rep + split * per + hr;
+    const long long bh = (long long)b * heads + h;
+    const T* qb = q + b * qsb + h * qsh;
+    const T* gb = dout + bh * lq * D;
+    const float* lb = lse + bh * lq;
+    const float* db = dd + bh * lq;
+    float* dqb = dq + bh * lq * D;
+    const float* biasb = bias ? bias + b * bsb + h * bsh : nullptr;
+    for (int q0 = qstart; q0 < lq; q0 += BQ) {
+      __syncthreads();
+      load_tile_h<T, D>(sQ, XP, qb + q0 * qsr, qsr, lq - q0, BQ, vec);
+      load_tile_h<T, D>(sG, XP, gb + (long long)q0 * D, D, lq - q0, BQ, 1);
+      for (int i = tid; i < BQ; i += THREADS) {
+        const int r = q0 + i;
+        sL[i] = r < lq ? lb[r] : INFINITY;
+        sD[i] = r < lq ? db[r] : 0.f;
+      }
+      __syncthreads();
+      // S = Q·Kᵀ and dP = dO·Vᵀ for this warp's 16 query rows.
+#pragma unroll
+      for (int n = 0; n < BK / 16; ++n) {
+        FragC as, ap;
+        wmma::fill_fragment(as, 0.f);
+        wmma::fill_fragment(ap, 0.f);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          FragA<T> a;
+          FragBc<T> bf;
+          wmma::load_matrix_sync(a, sQ + warp * 16 * XP + kk * 16, XP);
+          wmma::load_matrix_sync(bf, sK + n * 16 * XP + kk * 16, XP);
+          wmma::mma_sync(as, a, bf, as);
+          wmma::load_matrix_sync(a, sG + warp * 16 * XP + kk * 16, XP);
+          wmma::load_matrix_sync(bf, sV + n * 16 * XP + kk * 16, XP);
+          wmma::mma_sync(ap, a, bf, ap);
+        }
+        wmma::store_matrix_sync(sS + warp * 16 * SP + n * 16, as, SP, wmma::mem_row_major);
+        wmma::store_matrix_sync(sdP + warp * 16 * SP + n * 16, ap, SP, wmma::mem_row_major);
+      }
+      __syncwarp();
+      {
+        const int row = q0 + rl;
+        const float lrow = sL[rl], drow = sD[rl];
+        const float* srow = sS + rl * SP + half * (BK / 2);
+        const float* dprow = sdP + rl * SP + half * (BK / 2);
+        T* prow = sP + rl * PP + half * (BK / 2);
+        T* dsrow = sdS + rl * PP + half * (BK / 2);
+#pragma unroll 8
+        for (int j = 0; j < BK / 2; ++j) {
+          const int col = k0 + half * (BK / 2) + j;
+          const bool masked = col >= lk || row >= lq || (causal && col > row + shift);
+          float x = srow[j] * scale;
+          if (!masked && biasb) x += biasb[(long long)row * bsr + col];
+          const float p = masked ? 0.f : expf(x - lrow);
+          prow[j] = from_f<T>(p);
+          dsrow[j] = from_f<T>(p * (dprow[j] - drow));
+        }
+      }
+      __syncthreads();
+      // dV += Pᵀ·dO and dK += dSᵀ·Q for this warp's 16 keys.
+#pragma unroll
+      for (int kk = 0; kk < BQ / 16; ++kk) {
+        FragAc<T> pt, st;
+        wmma::load_matrix_sync(pt, sP + kk * 16 * PP + warp * 16, PP);
+        wmma::load_matrix_sync(st, sdS + kk * 16 * PP + warp * 16, PP);
+#pragma unroll
+        for (int n = 0; n < D / 16; ++n) {
+          FragBr<T> bf;
+          wmma::load_matrix_sync(bf, sG + kk * 16 * XP + n * 16, XP);
+          wmma::mma_sync(adv[n], pt, bf, adv[n]);
+          wmma::load_matrix_sync(bf, sQ + kk * 16 * XP + n * 16, XP);
+          wmma::mma_sync(adk[n], st, bf, adk[n]);
+        }
+      }
+      // dQ (this warp's 16 query rows) = dS·K, staged in f32 over S/dP, then atomics.
+#pragma unroll
+      for (int n = 0; n < D / 16; ++n) {
+        FragC acc;
+        wmma::fill_fragment(acc, 0.f);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; ++kk) {
+          FragA<T> a;
+          FragBr<T> bf;
+          wmma::load_matrix_sync(a, sdS + warp * 16 * PP + kk * 16, PP);
+          wmma::load_matrix_sync(bf, sK + kk * 16 * XP + n * 16, XP);
+          wmma::mma_sync(acc, a, bf, acc);
+        }
+        wmma::store_matrix_sync(scratch + warp * 16 * OP + n * 16, acc, OP, wmma::mem_row_major);
+      }
+      __syncwarp();
+      for (int idx = lane; idx < 16 * D; idx += 32) {
+        const int r = idx / D, c = idx % D, row = q0 + warp * 16 + r;
+        if (row < lq) atomicAdd(dqb + (long long)row * D + c, scratch[(warp * 16 + r) * OP + c] * scale);
+      }
+    }
+  }
+  __syncthreads();
+  // dK, dV out through the scratch (this warp's 16 keys).
+  const long long g = (long long)b * kv_heads + kh;
+#pragma unroll
+  for (int which = 0; which < 2; ++which) {
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n)
+      wmma::store_matrix_sync(scratch + warp * 16 * OP + n * 16, which ? adv[n] : adk[n], OP,
+                              wmma::mem_row_major);
+    __syncwarp();
+    const float mul = which ? 1.f : scale;
+    for (int idx = lane; idx < 16 * D; idx += 32) {
+      const int r = idx / D, c = idx % D, key = k0 + warp * 16 + r;
+      if (key >= lk) continue;
+      const float val = scratch[(warp * 16 + r) * OP + c] * mul;
+      if (hsplit == 1) {
+        (which ? dv : dk)[(g * lk + key) * D + c] = from_f<T>(val);
+      } else {
+        (which ? dvp : dkp)[((g * hsplit + split) * lk + key) * D + c] = val;
+      }
+    }
+    __syncwarp();
+  }
+}
+
 // out[g, i] = Σ_s part[g, s, i] for g < groups, i < n (part is groups × splits × n, f32).
 template <typename T>
 __device__ void flash_bwd_reduce(const float* part, T* out, int splits, long long n,
@@ -397,6 +719,16 @@ __device__ void flash_cast(const float* x, T* y, long long n) {
     flash_bwd<T, D, BBQ, BBK>(BWD_ARGS);                                                         \
   }
 
+#define INSTANTIATE_TC(T, S, D)                                                                \
+  extern "C" __global__ void __launch_bounds__(128) flash_fwd_tc_d##D##_##S(FWD_PARAMS(T),       \
+                                                                           int vec) {           \
+    flash_fwd_tc<T, D>(FWD_ARGS, vec);                                                           \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(128) flash_bwd_tc_d##D##_##S(BWD_PARAMS(T),       \
+                                                                           int vec) {           \
+    flash_bwd_tc<T, D>(BWD_ARGS, vec);                                                           \
+  }
+
 #define INSTANTIATE(T, S)                                                                        \
   INSTANTIATE_D(T, S, 32, 64, 64, 64)                                                            \
   INSTANTIATE_D(T, S, 64, 64, 64, 64)                                                            \
@@ -416,3 +748,9 @@ __device__ void flash_cast(const float* x, T* y, long long n) {
 INSTANTIATE(float, f32)
 INSTANTIATE(__half, f16)
 INSTANTIATE(__nv_bfloat16, bf16)
+INSTANTIATE_TC(__half, f16, 32)
+INSTANTIATE_TC(__half, f16, 64)
+INSTANTIATE_TC(__half, f16, 128)
+INSTANTIATE_TC(__nv_bfloat16, bf16, 32)
+INSTANTIATE_TC(__nv_bfloat16, bf16, 64)
+INSTANTIATE_TC(__nv_bfloat16, bf16, 128)

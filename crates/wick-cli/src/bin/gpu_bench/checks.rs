@@ -477,7 +477,8 @@ fn attn_cases() -> Vec<Case> {
 
 /// Flash-attention gradients on the GPU (f32, bf16) against candle autograd through
 /// `sdpa_reference` on the CPU: dq, dk, dv of `sum(out · g)` for a random upstream g.
-fn flash_grad_checks(dev: &Device) -> Result<usize> {
+/// `suffix` tags the report lines.
+fn flash_grad_checks(dev: &Device, dtypes: &[DType], suffix: &str) -> Result<usize> {
     let mut failures = 0;
     for spec in [
         ATTN_SPECS[0],
@@ -486,7 +487,7 @@ fn flash_grad_checks(dev: &Device) -> Result<usize> {
         ATTN_SPECS[4],
         ATTN_SPECS[2],
     ] {
-        for dtype in [DType::F32, DType::BF16] {
+        for &dtype in dtypes {
             let inputs = spec.inputs();
             let host: Vec<Tensor> = inputs
                 .iter()
@@ -529,7 +530,7 @@ fn flash_grad_checks(dev: &Device) -> Result<usize> {
             let gpu = match grads(dev, dtype, true) {
                 Ok(g) => g,
                 Err(e) => {
-                    println!("CHECK {} grad {:?} FAIL {e}", spec.name, dtype);
+                    println!("CHECK {} grad{suffix} {:?} FAIL {e}", spec.name, dtype);
                     failures += 1;
                     continue;
                 }
@@ -549,7 +550,7 @@ fn flash_grad_checks(dev: &Device) -> Result<usize> {
                 failures += usize::from(!ok);
                 println!(
                     "CHECK {:<31} {:<5} rel_err {err:.2e} (tol {tol:.0e}) nan {nan} {}",
-                    format!("{} {name}", spec.name),
+                    format!("{} {name}{suffix}", spec.name),
                     format!("{dtype:?}").to_lowercase(),
                     if ok { "ok" } else { "FAIL" }
                 );
@@ -638,7 +639,20 @@ pub fn run_all(dev: &Device) -> Result<usize> {
         }
     }
     failures += lora_grad_check(dev)?;
-    failures += flash_grad_checks(dev)?;
+    failures += flash_grad_checks(dev, &[DType::F32, DType::BF16], "")?;
+    // f16/bf16 flash attention runs on tensor cores by default; check the CUDA-core kernels on
+    // bf16 too.
+    std::env::set_var("WICK_FLASH_FP32", "1");
+    for c in attn_cases() {
+        let line = match check_one(&c, DType::BF16, dev) {
+            Ok(line) => line,
+            Err(e) => (false, format!("rel_err inf nan 0 FAIL {e}")),
+        };
+        failures += usize::from(!line.0);
+        println!("CHECK {:<31} bf16  {}", format!("{} cc", c.name), line.1);
+    }
+    failures += flash_grad_checks(dev, &[DType::BF16], " cc")?;
+    std::env::remove_var("WICK_FLASH_FP32");
     Ok(failures)
 }
 

@@ -507,25 +507,45 @@ fn attn(dev: &Device) -> AnyResult {
                 Var::from_tensor(&v)?,
             );
             let g = bf((b, h, l, d))?;
-            let t = time_median(dev, 3, 10, 5, |_| {
-                let o = flash_attention(
-                    qv.as_tensor(),
-                    kv.as_tensor(),
-                    vv.as_tensor(),
-                    bias.as_ref(),
-                    causal,
-                    scale,
-                )?;
-                let _grads = (o * &g)?.sum_all()?.backward()?;
-                Ok(())
-            })?;
-            result(
-                "attn",
-                &format!("attn fwd+bwd {name} bf16"),
-                3.5 * flops / t / 1e12,
-                "TFLOP/s",
-                &format!("{:.4} ms", t * 1e3),
-            );
+            // Tensor cores (the default for bf16), then the CUDA-core kernels for comparison.
+            for (tag, fp32) in [("", false), (" (cuda cores)", true)] {
+                if fp32 {
+                    std::env::set_var("WICK_FLASH_FP32", "1");
+                }
+                let tf = time_median(dev, 3, 10, 10, |_| {
+                    flash_attention(&q, &k, &v, bias.as_ref(), causal, scale)?;
+                    Ok(())
+                })?;
+                let t = time_median(dev, 3, 10, 5, |_| {
+                    let o = flash_attention(
+                        qv.as_tensor(),
+                        kv.as_tensor(),
+                        vv.as_tensor(),
+                        bias.as_ref(),
+                        causal,
+                        scale,
+                    )?;
+                    let _grads = (o * &g)?.sum_all()?.backward()?;
+                    Ok(())
+                })?;
+                std::env::remove_var("WICK_FLASH_FP32");
+                if fp32 {
+                    result(
+                        "attn",
+                        &format!("attn fwd {name} bf16{tag}"),
+                        flops / tf / 1e12,
+                        "TFLOP/s",
+                        &format!("{:.4} ms", tf * 1e3),
+                    );
+                }
+                result(
+                    "attn",
+                    &format!("attn fwd+bwd {name} bf16{tag}"),
+                    3.5 * flops / t / 1e12,
+                    "TFLOP/s",
+                    &format!("{:.4} ms", t * 1e3),
+                );
+            }
         }
     }
     Ok(())

@@ -1,6 +1,8 @@
 //! Flash-style attention on CUDA (`kernels/attention.cu`): forward with an online softmax over
 //! K/V tiles in shared memory, backward by the FlashAttention-2 algorithm; the lq×lk scores never
-//! reach global memory. Arithmetic in f32 on CUDA cores; inputs f32, f16 or bf16.
+//! reach global memory. f16/bf16 run on tensor cores (WMMA, f32 accumulation and softmax, P and
+//! dS rounded to the input dtype before their products); f32 runs on CUDA cores in f32
+//! throughout (`WICK_FLASH_FP32=1` sends f16/bf16 there too).
 //!
 //! The forward writes each query row's log-sum-exp (f32) next to the output; when any input
 //! tracks gradients the op keeps it (in the op struct) for its backward, which recomputes the
@@ -30,6 +32,28 @@ fn tiles(d: usize) -> Result<(usize, usize, usize)> {
         128 => Ok((32, 32, 32)),
         _ => candle_core::bail!("flash attention: head dim {d} unsupported (32, 64 or 128)"),
     }
+}
+
+/// Whether the tensor-core kernels (f16/bf16; `WICK_FLASH_FP32=1` forces the CUDA-core ones).
+fn use_tc(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+        && std::env::var("WICK_FLASH_FP32").map_or(true, |v| v != "1")
+}
+
+/// Tensor-core kernels: BQ = BK = 64 in both passes.
+const TC_TILE: usize = 64;
+
+fn fwd_tc_smem(d: usize) -> usize {
+    3 * 64 * (d + 8) * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * (d + 4) * 4
+}
+
+fn bwd_tc_smem(d: usize) -> usize {
+    4 * 64 * (d + 8) * 2 + 2 * 64 * 68 * 4 + 2 * 64 * 72 * 2 + 2 * 64 * 4
+}
+
+/// 16-byte vector loads are safe: every address and stride is a multiple of 8 elements (16-bit).
+fn vec_ok(addrs: &[u64], strides: &[i64]) -> i32 {
+    i32::from(addrs.iter().all(|a| a % 16 == 0) && strides.iter().all(|s| s % 8 == 0))
 }
 
 fn fwd_smem(d: usize, bk: usize) -> usize {
@@ -286,8 +310,17 @@ impl CustomOp3 for FlashAttention {
             Some(l) => addr_of(l, DType::F32, 0)?,
             None => 0u64,
         };
-        let smem = fwd_smem(d, bk);
-        let f = kernel(dev, &format!("flash_fwd_d{d}"), dtype, smem)?;
+        let tc = use_tc(dtype);
+        let (name, smem) = if tc {
+            (format!("flash_fwd_tc_d{d}"), fwd_tc_smem(d))
+        } else {
+            (format!("flash_fwd_d{d}"), fwd_smem(d, bk))
+        };
+        let vec = vec_ok(
+            &[qp, kp, vp],
+            &[qsb, qsh, qsr, ksb, ksh, ksr, vsb, vsh, vsr],
+        );
+        let f = kernel(dev, &name, dtype, smem)?;
         let cfg = LaunchConfig {
             grid_dim: (lq.div_ceil(FWD_BQ) as u32, heads as u32, b as u32),
             block_dim: (THREADS, 1, 1),
@@ -304,6 +337,9 @@ impl CustomOp3 for FlashAttention {
         lb.arg(&vsb).arg(&vsh).arg(&vsr);
         lb.arg(&bsb).arg(&bsh).arg(&bsr);
         lb.arg(&scale).arg(&causal);
+        if tc {
+            lb.arg(&vec);
+        }
         // SAFETY: q/k/v addresses plus the layout strides stay inside their storages (shapes
         // checked by `flash_attention`, the kernel reads rows < lq / lk only); out and lse were
         // just allocated with b·heads·lq·d and b·heads·lq elements, which the kernel writes;
@@ -369,7 +405,9 @@ impl FlashAttention {
         if grad.dtype() != dtype || res.dtype() != dtype || grad.dims4()? != (b, heads, lq, d) {
             candle_core::bail!("flash attention backward: gradient {:?}", grad.shape())
         }
+        let tc = use_tc(dtype);
         let (_, bq, bk) = tiles(d)?;
+        let bk = if tc { TC_TILE } else { bk };
         let dev = q.device().as_cuda_device()?;
         let stream = dev.cuda_stream();
         let (qp, [qsb, qsh, qsr]) = tensor_addr(q)?;
@@ -377,7 +415,13 @@ impl FlashAttention {
         let (vp, [vsb, vsh, vsr]) = tensor_addr(v)?;
         let res = res.contiguous()?;
         let (op, _) = tensor_addr(&res)?;
-        let (gp, _) = tensor_addr(grad)?;
+        let (mut gp, _) = tensor_addr(grad)?;
+        // The tensor-core kernel reads dO with 16-byte loads: a misaligned view gets copied.
+        let aligned_grad;
+        if gp % 16 != 0 {
+            aligned_grad = grad.copy()?;
+            gp = tensor_addr(&aligned_grad)?.0;
+        }
         let lp = addr_of(lse, DType::F32, 0)?;
         let (bias, [bsb, bsh, bsr]) = match &self.bias {
             Some(bb) => (bb.addr()?, bb.strides),
@@ -429,8 +473,16 @@ impl FlashAttention {
             Some((a, c)) => (addr_of(a, DType::F32, 0)?, addr_of(c, DType::F32, 0)?),
             None => (0u64, 0u64),
         };
-        let smem = bwd_smem(d, bq, bk);
-        let f = kernel(dev, &format!("flash_bwd_d{d}"), dtype, smem)?;
+        let (name, smem) = if tc {
+            (format!("flash_bwd_tc_d{d}"), bwd_tc_smem(d))
+        } else {
+            (format!("flash_bwd_d{d}"), bwd_smem(d, bq, bk))
+        };
+        let vec = vec_ok(
+            &[qp, kp, vp],
+            &[qsb, qsh, qsr, ksb, ksh, ksr, vsb, vsh, vsr],
+        );
+        let f = kernel(dev, &name, dtype, smem)?;
         let cfg = LaunchConfig {
             grid_dim: (lk.div_ceil(bk) as u32, (kv_heads * hsplit) as u32, b as u32),
             block_dim: (THREADS, 1, 1),
@@ -459,6 +511,9 @@ impl FlashAttention {
         lb.arg(&vsb).arg(&vsh).arg(&vsr);
         lb.arg(&bsb).arg(&bsh).arg(&bsr);
         lb.arg(&scale).arg(&causal);
+        if tc {
+            lb.arg(&vec);
+        }
         // SAFETY: as the forward for q/k/v/bias; dO is contiguous (b, heads, lq, d), lse and dd
         // (b, heads, lq); dq (zeroed f32) and dk/dv (or the f32 partials, hsplit of them) were
         // allocated above with the element counts the kernel writes.
