@@ -396,7 +396,10 @@ using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 }  // namespace
 
 // Forward on tensor cores. Grid (ceil(lq / 64), heads, batch); block 128; dynamic shared memory
-// 3·64·(D+8)·2 + 64·68·4 + 64·72·2 + 64·(D+4)·4 bytes. Same outputs as flash_fwd.
+// 3·64·(D+8)·2 + 64·68·4 + 64·72·2 + 4·16·20·4 bytes. Same outputs as flash_fwd. O stays in
+// WMMA accumulators across key tiles; the per-row online-softmax factors reach them through a
+// 16×16 matrix of row factors loaded as an accumulator fragment of the same layout (fragments of
+// one type map elements alike, so the product is element-wise by row).
 template <typename T, int D>
 __device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bias, T* o,
                              float* lse, int heads, int kv_heads, int lq, int lk, long long qsb,
@@ -404,14 +407,14 @@ __device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bi
                              long long ksr, long long vsb, long long vsh, long long vsr,
                              long long bsb, long long bsh, long long bsr, float scale, int causal,
                              int vec) {
-  constexpr int BQ = 64, BK = 64, XP = D + 8, SP = BK + 4, PP = BK + 8, OP = D + 4;
+  constexpr int BQ = 64, BK = 64, XP = D + 8, SP = BK + 4, PP = BK + 8, CP = 20;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + BQ * XP;
   T* sV = sK + BK * XP;
   float* sS = reinterpret_cast<float*>(sV + BK * XP);
   T* sP = reinterpret_cast<T*>(sS + BQ * SP);
-  float* sO = reinterpret_cast<float*>(sP + BQ * PP);
+  float* sC = reinterpret_cast<float*>(sP + BQ * PP);  // 4 warps × 16 × CP
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int q0 = blockIdx.x * BQ, h = blockIdx.y, b = blockIdx.z;
   const int kh = h / (heads / kv_heads);
@@ -419,10 +422,13 @@ __device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bi
   const T* kb = k + b * ksb + kh * ksh;
   const T* vb = v + b * vsb + kh * vsh;
   const float* biasb = bias ? bias + b * bsb + h * bsh : nullptr;
+  float* sCw = sC + warp * 16 * CP;
   load_tile_h<T, D>(sQ, XP, qb, qsr, lq - q0, BQ, vec);
-  for (int i = tid; i < BQ * OP; i += THREADS) sO[i] = 0.f;
+  FragC acc[D / 16];
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) wmma::fill_fragment(acc[n], 0.f);
   // Softmax ownership: lane pair per row, each half of the tile's columns.
-  const int rl = warp * 16 + (lane >> 1), half = lane & 1, row = q0 + rl;
+  const int rw = lane >> 1, rl = warp * 16 + rw, half = lane & 1, row = q0 + rl;
   float m = -INFINITY, l = 0.f;
   const int shift = lk - lq;
   const int kend = causal ? min(lk, q0 + BQ + shift) : lk;
@@ -434,19 +440,20 @@ __device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bi
     // S = Q·Kᵀ for this warp's 16 rows.
 #pragma unroll
     for (int n = 0; n < BK / 16; ++n) {
-      FragC acc;
-      wmma::fill_fragment(acc, 0.f);
+      FragC sacc;
+      wmma::fill_fragment(sacc, 0.f);
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
         FragA<T> a;
         FragBc<T> bf;
         wmma::load_matrix_sync(a, sQ + warp * 16 * XP + kk * 16, XP);
         wmma::load_matrix_sync(bf, sK + n * 16 * XP + kk * 16, XP);
-        wmma::mma_sync(acc, a, bf, acc);
+        wmma::mma_sync(sacc, a, bf, sacc);
       }
-      wmma::store_matrix_sync(sS + warp * 16 * SP + n * 16, acc, SP, wmma::mem_row_major);
+      wmma::store_matrix_sync(sS + warp * 16 * SP + n * 16, sacc, SP, wmma::mem_row_major);
     }
     __syncwarp();
+    float corr;
     {
       float* srow = sS + rl * SP + half * (BK / 2);
       float mx = -INFINITY;
@@ -463,7 +470,7 @@ __device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bi
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
       const float mn = fmaxf(m, mx);
       const float mu = mn == -INFINITY ? 0.f : mn;
-      const float corr = expf(m - mu);
+      corr = expf(m - mu);
       float rs = 0.f;
       T* prow = sP + rl * PP + half * (BK / 2);
 #pragma unroll 8
@@ -475,38 +482,59 @@ __device__ void flash_fwd_tc(const T* q, const T* k, const T* v, const float* bi
       rs += __shfl_xor_sync(0xffffffff, rs, 1);
       l = l * corr + rs;
       m = mn;
-      float* orow = sO + rl * OP + half * (D / 2);
-#pragma unroll 8
-      for (int c = 0; c < D / 2; ++c) orow[c] *= corr;
+    }
+    // Rescale O's rows (skipped when no row maximum moved).
+    if (__any_sync(0xffffffff, corr != 1.f)) {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) sCw[rw * CP + half * 8 + c] = corr;
+      __syncwarp();
+      FragC cf;
+      wmma::load_matrix_sync(cf, sCw, CP, wmma::mem_row_major);
+#pragma unroll
+      for (int n = 0; n < D / 16; ++n)
+#pragma unroll
+        for (int i = 0; i < cf.num_elements; ++i) acc[n].x[i] *= cf.x[i];
     }
     __syncwarp();
     // O += P·V for this warp's rows.
 #pragma unroll
-    for (int n = 0; n < D / 16; ++n) {
-      FragC acc;
-      wmma::load_matrix_sync(acc, sO + warp * 16 * OP + n * 16, OP, wmma::mem_row_major);
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      FragA<T> a;
+      wmma::load_matrix_sync(a, sP + warp * 16 * PP + kk * 16, PP);
 #pragma unroll
-      for (int kk = 0; kk < BK / 16; ++kk) {
-        FragA<T> a;
+      for (int n = 0; n < D / 16; ++n) {
         FragBr<T> bf;
-        wmma::load_matrix_sync(a, sP + warp * 16 * PP + kk * 16, PP);
         wmma::load_matrix_sync(bf, sV + kk * 16 * XP + n * 16, XP);
-        wmma::mma_sync(acc, a, bf, acc);
+        wmma::mma_sync(acc[n], a, bf, acc[n]);
       }
-      wmma::store_matrix_sync(sO + warp * 16 * OP + n * 16, acc, OP, wmma::mem_row_major);
     }
+  }
+  // O / l, staged per 16×16 block through this warp's sC.
+  const float inv = l > 0.f ? 1.f / l : 0.f;
+  __syncwarp();
+#pragma unroll
+  for (int c = 0; c < 8; ++c) sCw[rw * CP + half * 8 + c] = inv;
+  __syncwarp();
+  {
+    FragC cf;
+    wmma::load_matrix_sync(cf, sCw, CP, wmma::mem_row_major);
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n)
+#pragma unroll
+      for (int i = 0; i < cf.num_elements; ++i) acc[n].x[i] *= cf.x[i];
+  }
+  const long long rbase = ((long long)b * heads + h) * lq;
+#pragma unroll
+  for (int n = 0; n < D / 16; ++n) {
     __syncwarp();
+    wmma::store_matrix_sync(sCw, acc[n], CP, wmma::mem_row_major);
+    __syncwarp();
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      if (row < lq) o[(rbase + row) * D + n * 16 + half * 8 + c] = from_f<T>(sCw[rw * CP + half * 8 + c]);
+    }
   }
-  __syncthreads();
-  if (row < lq) {
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    const long long r = ((long long)b * heads + h) * lq + row;
-    T* dst = o + r * D + half * (D / 2);
-    const float* orow = sO + rl * OP + half * (D / 2);
-#pragma unroll 8
-    for (int c = 0; c < D / 2; ++c) dst[c] = from_f<T>(orow[c] * inv);
-    if (lse && half == 0) lse[r] = l > 0.f ? m + logf(l) : INFINITY;
-  }
+  if (row < lq && lse && half == 0) lse[rbase + row] = l > 0.f ? m + logf(l) : INFINITY;
 }
 
 // Backward main kernel on tensor cores: as flash_bwd (same arguments plus `vec`), BQ = BK = 64.

@@ -44,7 +44,7 @@ fn use_tc(dtype: DType) -> bool {
 const TC_TILE: usize = 64;
 
 fn fwd_tc_smem(d: usize) -> usize {
-    3 * 64 * (d + 8) * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 64 * (d + 4) * 4
+    3 * 64 * (d + 8) * 2 + 64 * 68 * 4 + 64 * 72 * 2 + 4 * 16 * 20 * 4
 }
 
 fn bwd_tc_smem(d: usize) -> usize {
