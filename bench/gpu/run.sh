@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One GPU run, on the GPU machine: wick's op checks and timings, then PyTorch's timings of the
 # same work on the same card, then the table of ratios (printed last).
-#   bash gpu-bin/run.sh [sections...]     (sections: checks gemm decode prefill train embed)
+#   bash gpu-bin/run.sh [sections...]     (sections: checks gemm decode prefill train embed attn)
 # Expects the staged folder made by bench/gpu/stage.sh: gpu_bench, wick, gpu-run.sh, *.py.
 set -o pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${OUT:-/tmp/wick-gpu}"
 mkdir -p "$out"
 sections=("$@")
-[ ${#sections[@]} -eq 0 ] && sections=(checks gemm decode prefill train embed)
+[ ${#sections[@]} -eq 0 ] && sections=(checks gemm decode prefill train embed attn)
 # Binaries may travel xz-compressed (the device tool carries at most 64 MiB).
 for f in "$here"/*.xz; do [ -e "$f" ] && xz -d -k -f "$f" && chmod +x "${f%.xz}"; done
 card="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"

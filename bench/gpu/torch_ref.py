@@ -2,7 +2,7 @@
 `gpu_bench` (device synchronised around every timed group, warm-up first, median of repeats).
 Prints `RESULT {json}` lines that table.py pairs with wick's. Random weights, real shapes.
 
-    python3 bench/gpu/torch_ref.py [gemm decode prefill train embed]
+    python3 bench/gpu/torch_ref.py [gemm decode prefill train embed attn]
 """
 import json
 import sys
@@ -160,9 +160,51 @@ def embed():
         result("embed", f"embed bf16 {docs}x{length}", docs / t, "docs/s", f"{t * 1e3:.3f} ms")
 
 
+ATTN_SHAPES = [  # (name, batch, heads, kv_heads, len, head_dim, causal, key padding, backward)
+    ("train 8x14/2x512x64 causal", 8, 14, 2, 512, 64, True, False, True),
+    ("prefill 1x14/2x512x64 causal", 1, 14, 2, 512, 64, True, False, False),
+    ("minilm 1024x12x128x32 pad", 1024, 12, 12, 128, 32, False, True, False),
+]
+
+
+def attn():
+    """F.scaled_dot_product_attention in bf16 on wick's flash-attention shapes; TFLOP/s counted as
+    gpu_bench does (4·b·h·l²·d forward, half with causal; 3.5× that for forward+backward)."""
+    import torch.nn.functional as F
+    for name, b, h, kvh, l, d, causal, pad, bwd in ATTN_SHAPES:
+        q = torch.randn(b, h, l, d, device=DEV, dtype=torch.bfloat16)
+        k = torch.randn(b, kvh, l, d, device=DEV, dtype=torch.bfloat16)
+        v = torch.randn(b, kvh, l, d, device=DEV, dtype=torch.bfloat16)
+        mask = None
+        if pad:  # even sequences have their last quarter padded, as gpu_bench
+            mask = torch.zeros(b, 1, 1, l, device=DEV, dtype=torch.bfloat16)
+            mask[::2, :, :, 3 * l // 4:] = -1e9
+        gqa = h != kvh
+        flops = 4 * b * h * l * l * d * (0.5 if causal else 1.0)
+
+        def fwd(_):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                  enable_gqa=gqa)
+        with torch.no_grad():
+            t = time_median(3, 10, 10, fwd)
+        result("attn", f"attn fwd {name} bf16", flops / t / 1e12, "TFLOP/s", f"{t * 1e3:.4f} ms")
+        if bwd:
+            qg, kg, vg = (x.detach().requires_grad_() for x in (q, k, v))
+            g = torch.randn_like(q)
+
+            def step(_):
+                qg.grad = kg.grad = vg.grad = None
+                o = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=mask, is_causal=causal,
+                                                   enable_gqa=gqa)
+                (o * g).sum().backward()
+            t = time_median(3, 10, 5, step)
+            result("attn", f"attn fwd+bwd {name} bf16", 3.5 * flops / t / 1e12, "TFLOP/s",
+                   f"{t * 1e3:.4f} ms")
+
+
 def main():
     torch.backends.cuda.matmul.allow_tf32 = False
-    sections = sys.argv[1:] or ["gemm", "decode", "prefill", "train", "embed"]
+    sections = sys.argv[1:] or ["gemm", "decode", "prefill", "train", "embed", "attn"]
     print(f"# torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
     for s in sections:
         try:

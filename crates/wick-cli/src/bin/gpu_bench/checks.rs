@@ -14,6 +14,9 @@ enum Kind {
     Normal(f32),
     /// 0 or a large negative (attention bias), about a fifth masked.
     Mask,
+    /// 0, then a large negative over a random tail (under a third) of the last dim, per row:
+    /// a key-padding bias. The first key is never masked.
+    Padding,
 }
 
 struct Input {
@@ -58,6 +61,19 @@ fn make(inp: &Input) -> Result<Tensor> {
         Kind::Mask => {
             let u = Tensor::rand(0f32, 1.0, shape, &Device::Cpu)?;
             (u.lt(0.2)?.to_dtype(DType::F32)? * -1e9)?
+        }
+        Kind::Padding => {
+            let len = *shape.last().unwrap_or(&1);
+            let rows = shape.iter().product::<usize>() / len.max(1);
+            let cut = Tensor::rand(0f32, 1.0, rows, &Device::Cpu)?.to_vec1::<f32>()?;
+            let v: Vec<f32> = cut
+                .iter()
+                .flat_map(|u| {
+                    let keep = len - (u * (len / 3) as f32) as usize;
+                    (0..len).map(move |j| if j >= keep { -1e9 } else { 0.0 })
+                })
+                .collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)?
         }
     };
     Ok(t)
@@ -244,7 +260,304 @@ fn cases() -> Vec<Case> {
         Box::new(|t| lora_linear(t, true)),
         Box::new(|t| lora_linear(t, false)),
     ));
+    v.extend(attn_cases());
     v
+}
+
+/// How a flash-attention check lays out its inputs.
+#[derive(Clone, Copy)]
+enum AttnLayout {
+    /// q (b, h, lq, d); k/v (b, kvh, lk + extra, d) narrowed to lk keys (a KV cache view).
+    Plain { extra: usize },
+    /// q generated (b, lq, h, d) and transposed (the strided view a projection gives).
+    SeqMajor,
+    /// q/k/v narrowed out of one fused (b, l, 3, h, d) projection and transposed.
+    Fused,
+}
+
+#[derive(Clone, Copy)]
+enum AttnBias {
+    None,
+    /// (b, 1, lq, lk), about a fifth masked at random.
+    Mask,
+    /// (b, 1, 1, lk), a random tail of each sequence masked (BERT key padding).
+    Padding,
+}
+
+#[derive(Clone, Copy)]
+struct AttnSpec {
+    name: &'static str,
+    b: usize,
+    h: usize,
+    kvh: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    causal: bool,
+    bias: AttnBias,
+    layout: AttnLayout,
+}
+
+const ATTN_SPECS: [AttnSpec; 7] = [
+    AttnSpec {
+        name: "flash gqa14/2 d64 causal",
+        b: 2,
+        h: 14,
+        kvh: 2,
+        lq: 130,
+        lk: 130,
+        d: 64,
+        causal: true,
+        bias: AttnBias::None,
+        layout: AttnLayout::SeqMajor,
+    },
+    AttnSpec {
+        name: "flash 12/12 d32 mask",
+        b: 3,
+        h: 12,
+        kvh: 12,
+        lq: 37,
+        lk: 37,
+        d: 32,
+        causal: false,
+        bias: AttnBias::Mask,
+        layout: AttnLayout::Plain { extra: 0 },
+    },
+    AttnSpec {
+        name: "flash fused d32 padding",
+        b: 5,
+        h: 12,
+        kvh: 12,
+        lq: 128,
+        lk: 128,
+        d: 32,
+        causal: false,
+        bias: AttnBias::Padding,
+        layout: AttnLayout::Fused,
+    },
+    AttnSpec {
+        name: "flash d128 pad causal q<k",
+        b: 2,
+        h: 4,
+        kvh: 2,
+        lq: 19,
+        lk: 77,
+        d: 128,
+        causal: true,
+        bias: AttnBias::Padding,
+        layout: AttnLayout::Plain { extra: 19 },
+    },
+    AttnSpec {
+        name: "flash gqa14/2 mask causal q<k",
+        b: 1,
+        h: 14,
+        kvh: 2,
+        lq: 37,
+        lk: 130,
+        d: 64,
+        causal: true,
+        bias: AttnBias::Mask,
+        layout: AttnLayout::Plain { extra: 5 },
+    },
+    AttnSpec {
+        name: "flash d128 causal 37",
+        b: 2,
+        h: 12,
+        kvh: 12,
+        lq: 37,
+        lk: 37,
+        d: 128,
+        causal: true,
+        bias: AttnBias::None,
+        layout: AttnLayout::SeqMajor,
+    },
+    AttnSpec {
+        name: "flash d64 mask 130",
+        b: 2,
+        h: 6,
+        kvh: 3,
+        lq: 130,
+        lk: 130,
+        d: 64,
+        causal: false,
+        bias: AttnBias::Mask,
+        layout: AttnLayout::Plain { extra: 0 },
+    },
+];
+
+impl AttnSpec {
+    fn scale(&self) -> f64 {
+        1.0 / (self.d as f64).sqrt()
+    }
+
+    /// The generated inputs: the tensors (q, k, v or one fused qkv) and the bias, if any.
+    fn inputs(&self) -> Vec<Input> {
+        let n = Kind::Normal(1.0);
+        let (b, h, kvh, lq, lk, d) = (self.b, self.h, self.kvh, self.lq, self.lk, self.d);
+        let mut v = match self.layout {
+            AttnLayout::Plain { extra } => vec![
+                input(&[b, h, lq, d], n, false),
+                input(&[b, kvh, lk + extra, d], n, false),
+                input(&[b, kvh, lk + extra, d], n, false),
+            ],
+            AttnLayout::SeqMajor => vec![
+                input(&[b, lq, h, d], n, false),
+                input(&[b, kvh, lk, d], n, false),
+                input(&[b, kvh, lk, d], n, false),
+            ],
+            AttnLayout::Fused => vec![input(&[b, lq, 3, h, d], n, false)],
+        };
+        match self.bias {
+            AttnBias::None => {}
+            AttnBias::Mask => v.push(input(&[b, 1, lq, lk], Kind::Mask, false)),
+            AttnBias::Padding => v.push(input(&[b, 1, 1, lk], Kind::Padding, false)),
+        }
+        v
+    }
+
+    /// (q, k, v, bias) views of the generated tensors.
+    fn views(&self, t: &[Tensor]) -> Result<(Tensor, Tensor, Tensor, Option<Tensor>)> {
+        let (q, k, v, rest) = match self.layout {
+            AttnLayout::Plain { .. } => (
+                t[0].clone(),
+                t[1].narrow(2, 0, self.lk)?,
+                t[2].narrow(2, 0, self.lk)?,
+                &t[3..],
+            ),
+            AttnLayout::SeqMajor => (t[0].transpose(1, 2)?, t[1].clone(), t[2].clone(), &t[3..]),
+            AttnLayout::Fused => {
+                let part = |i: usize| t[0].narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2);
+                (part(0)?, part(1)?, part(2)?, &t[1..])
+            }
+        };
+        Ok((q, k, v, rest.first().cloned()))
+    }
+
+    fn fast(&self, t: &[Tensor]) -> Result<Tensor> {
+        let (q, k, v, bias) = self.views(t)?;
+        ops::cuda::flash::flash_attention(&q, &k, &v, bias.as_ref(), self.causal, self.scale())
+    }
+
+    /// `sdpa_reference` with the causal mask folded into the bias (on the CPU, f32).
+    fn reference(&self, t: &[Tensor]) -> Result<Tensor> {
+        let (q, k, v, bias) = self.views(t)?;
+        let bias = if self.causal {
+            let shift = self.lk as i64 - self.lq as i64;
+            let m: Vec<f32> = (0..self.lq as i64)
+                .flat_map(|i| {
+                    (0..self.lk as i64).map(move |j| if j > i + shift { -1e9 } else { 0.0 })
+                })
+                .collect();
+            let m = Tensor::from_vec(m, (1, 1, self.lq, self.lk), q.device())?;
+            Some(match bias {
+                Some(b) => b.to_dtype(DType::F32)?.broadcast_add(&m)?,
+                None => m,
+            })
+        } else {
+            bias
+        };
+        ops::attention::sdpa_reference(&q, &k, &v, bias.as_ref(), self.scale())
+    }
+}
+
+fn attn_cases() -> Vec<Case> {
+    ATTN_SPECS
+        .iter()
+        .map(|s| {
+            let (s1, s2) = (*s, *s);
+            case(
+                s.name,
+                s.inputs(),
+                Box::new(move |t| s1.fast(t)),
+                Box::new(move |t| s2.reference(t)),
+            )
+        })
+        .collect()
+}
+
+/// Flash-attention gradients on the GPU (f32, bf16) against candle autograd through
+/// `sdpa_reference` on the CPU: dq, dk, dv of `sum(out · g)` for a random upstream g.
+/// `suffix` tags the report lines.
+fn flash_grad_checks(dev: &Device, dtypes: &[DType], suffix: &str) -> Result<usize> {
+    let mut failures = 0;
+    for spec in [
+        ATTN_SPECS[0],
+        ATTN_SPECS[1],
+        ATTN_SPECS[3],
+        ATTN_SPECS[4],
+        ATTN_SPECS[2],
+    ] {
+        for &dtype in dtypes {
+            let inputs = spec.inputs();
+            let host: Vec<Tensor> = inputs
+                .iter()
+                .map(|i| make(i)?.to_dtype(dtype)?.to_dtype(DType::F32))
+                .collect::<Result<_>>()?;
+            let g_shape = (spec.b, spec.h, spec.lq, spec.d);
+            let g = Tensor::randn(0f32, 1.0, g_shape, &Device::Cpu)?
+                .to_dtype(dtype)?
+                .to_dtype(DType::F32)?;
+            // The bias (last input when present) is a constant; the rest are variables.
+            let n_vars = match spec.bias {
+                AttnBias::None => host.len(),
+                _ => host.len() - 1,
+            };
+            let grads = |d: &Device, dt: DType, fast: bool| -> Result<Vec<Option<Tensor>>> {
+                let vars: Vec<Var> = host[..n_vars]
+                    .iter()
+                    .map(|t| Var::from_tensor(&t.to_dtype(dt)?.to_device(d)?))
+                    .collect::<Result<_>>()?;
+                let mut t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+                for b in &host[n_vars..] {
+                    t.push(b.to_dtype(dt)?.to_device(d)?);
+                }
+                if fast {
+                    poison(d)?;
+                }
+                let out = if fast {
+                    spec.fast(&t)?
+                } else {
+                    spec.reference(&t)?
+                };
+                let loss = (out.to_dtype(DType::F32)? * g.to_device(d)?)?.sum_all()?;
+                let store = loss.backward()?;
+                Ok(vars
+                    .iter()
+                    .map(|v| store.get(v.as_tensor()).cloned())
+                    .collect())
+            };
+            let reference = grads(&Device::Cpu, DType::F32, false)?;
+            let gpu = match grads(dev, dtype, true) {
+                Ok(g) => g,
+                Err(e) => {
+                    println!("CHECK {} grad{suffix} {:?} FAIL {e}", spec.name, dtype);
+                    failures += 1;
+                    continue;
+                }
+            };
+            let names: &[&str] = if n_vars == 1 {
+                &["dqkv"]
+            } else {
+                &["dq", "dk", "dv"]
+            };
+            for (i, name) in names.iter().enumerate() {
+                let (err, nan) = match (&gpu[i], &reference[i]) {
+                    (Some(gg), Some(r)) => rel_err(gg, r)?,
+                    _ => (f64::INFINITY, 0),
+                };
+                let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+                let ok = err <= tol && nan == 0;
+                failures += usize::from(!ok);
+                println!(
+                    "CHECK {:<31} {:<5} rel_err {err:.2e} (tol {tol:.0e}) nan {nan} {}",
+                    format!("{} {name}{suffix}", spec.name),
+                    format!("{dtype:?}").to_lowercase(),
+                    if ok { "ok" } else { "FAIL" }
+                );
+            }
+        }
+    }
+    Ok(failures)
 }
 
 /// The LoRA layer through `nn::Linear` (fast) or written out with candle primitives.
@@ -318,7 +631,7 @@ pub fn run_all(dev: &Device) -> Result<usize> {
             };
             failures += usize::from(!line.0);
             println!(
-                "CHECK {:<24} {:<5} {}",
+                "CHECK {:<31} {:<5} {}",
                 c.name,
                 format!("{dtype:?}").to_lowercase(),
                 line.1
@@ -326,6 +639,7 @@ pub fn run_all(dev: &Device) -> Result<usize> {
         }
     }
     failures += lora_grad_check(dev)?;
+<<<<<<< HEAD
     failures += adamw_check(dev)?;
     for c in grad_cases() {
         for dtype in [DType::F32, DType::BF16] {
@@ -342,6 +656,22 @@ pub fn run_all(dev: &Device) -> Result<usize> {
             );
         }
     }
+=======
+    failures += flash_grad_checks(dev, &[DType::F32, DType::BF16], "")?;
+    // f16/bf16 flash attention runs on tensor cores by default; check the CUDA-core kernels on
+    // bf16 too.
+    std::env::set_var("WICK_FLASH_FP32", "1");
+    for c in attn_cases() {
+        let line = match check_one(&c, DType::BF16, dev) {
+            Ok(line) => line,
+            Err(e) => (false, format!("rel_err inf nan 0 FAIL {e}")),
+        };
+        failures += usize::from(!line.0);
+        println!("CHECK {:<31} bf16  {}", format!("{} cc", c.name), line.1);
+    }
+    failures += flash_grad_checks(dev, &[DType::BF16], " cc")?;
+    std::env::remove_var("WICK_FLASH_FP32");
+>>>>>>> attn
     Ok(failures)
 }
 

@@ -56,7 +56,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let failures = checks::run_all(&dev)?;
         println!("CHECKS {failures} failure(s)");
     }
-    for section in ["gemm", "decode", "prefill", "train", "embed"] {
+    for section in ["gemm", "decode", "prefill", "train", "embed", "attn"] {
         if want(section) || want("time") {
             if let Err(e) = timed::run(section, &dev) {
                 println!("ERROR {section}: {e}");

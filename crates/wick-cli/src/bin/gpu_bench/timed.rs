@@ -17,6 +17,7 @@ pub fn run(section: &str, dev: &Device) -> AnyResult {
         "prefill" => prefill(dev)?,
         "train" => train(dev)?,
         "embed" => embed(dev)?,
+        "attn" => attn(dev)?,
         _ => {}
     }
     Ok(())
@@ -390,6 +391,167 @@ fn embed(dev: &Device) -> AnyResult {
             "docs/s",
             &format!("{:.3} ms", t * 1e3),
         );
+    }
+    Ok(())
+}
+
+/// (name, batch, heads, kv_heads, len, head_dim, causal, key padding, time the backward too).
+type AttnShape = (
+    &'static str,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    bool,
+    bool,
+    bool,
+);
+
+/// The same shapes as torch_ref.py's `attn`: Qwen2-0.5B training and prefill, MiniLM batches.
+const ATTN_SHAPES: [AttnShape; 3] = [
+    (
+        "train 8x14/2x512x64 causal",
+        8,
+        14,
+        2,
+        512,
+        64,
+        true,
+        false,
+        true,
+    ),
+    (
+        "prefill 1x14/2x512x64 causal",
+        1,
+        14,
+        2,
+        512,
+        64,
+        true,
+        false,
+        false,
+    ),
+    (
+        "minilm 1024x12x128x32 pad",
+        1024,
+        12,
+        12,
+        128,
+        32,
+        false,
+        true,
+        false,
+    ),
+];
+
+/// Flash attention forward (and forward+backward through autograd) in bf16, TFLOP/s counted as
+/// 4·b·h·l²·d for the forward (half with causal) and 3.5× that for forward+backward; the
+/// current materialising `sdpa` forward alongside for reference.
+fn attn(dev: &Device) -> AnyResult {
+    use wick::candle_core::Var;
+    use wick::ops::cuda::flash::flash_attention;
+    for (name, b, h, kvh, l, d, causal, pad, bwd) in ATTN_SHAPES {
+        let bf = |shape: (usize, usize, usize, usize)| -> Result<Tensor> {
+            Tensor::randn(0f32, 1.0, shape, dev)?.to_dtype(DType::BF16)
+        };
+        let (q, k, v) = (bf((b, h, l, d))?, bf((b, kvh, l, d))?, bf((b, kvh, l, d))?);
+        // Even sequences have their last quarter padded, as torch_ref.py.
+        let bias = if pad {
+            let m: Vec<f32> = (0..b * l)
+                .map(|i| {
+                    let (s, j) = (i / l, i % l);
+                    if s % 2 == 0 && j >= 3 * l / 4 {
+                        -1e9
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Some(Tensor::from_vec(m, (b, 1, 1, l), dev)?.to_dtype(DType::BF16)?)
+        } else {
+            None
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let flops = 4.0 * (b * h * l * l * d) as f64 * if causal { 0.5 } else { 1.0 };
+        let t = time_median(dev, 3, 10, 10, |_| {
+            flash_attention(&q, &k, &v, bias.as_ref(), causal, scale)?;
+            Ok(())
+        })?;
+        result(
+            "attn",
+            &format!("attn fwd {name} bf16"),
+            flops / t / 1e12,
+            "TFLOP/s",
+            &format!("{:.4} ms", t * 1e3),
+        );
+        // The materialising path (`sdpa`, causal as a bias) for comparison.
+        let full_bias = if causal {
+            let m: Vec<f32> = (0..l * l)
+                .map(|i| if i % l > i / l { -1e9 } else { 0.0 })
+                .collect();
+            Some(Tensor::from_vec(m, (1, 1, l, l), dev)?.to_dtype(DType::BF16)?)
+        } else {
+            bias.clone()
+        };
+        let t = time_median(dev, 3, 10, 10, |_| {
+            wick::ops::attention::sdpa(&q, &k, &v, full_bias.as_ref(), scale)?;
+            Ok(())
+        })?;
+        result(
+            "attn",
+            &format!("attn fwd {name} bf16 (wick sdpa, materialised)"),
+            flops / t / 1e12,
+            "TFLOP/s",
+            &format!("{:.4} ms", t * 1e3),
+        );
+        if bwd {
+            let (qv, kv, vv) = (
+                Var::from_tensor(&q)?,
+                Var::from_tensor(&k)?,
+                Var::from_tensor(&v)?,
+            );
+            let g = bf((b, h, l, d))?;
+            // Tensor cores (the default for bf16), then the CUDA-core kernels for comparison.
+            for (tag, fp32) in [("", false), (" (cuda cores)", true)] {
+                if fp32 {
+                    std::env::set_var("WICK_FLASH_FP32", "1");
+                }
+                let tf = time_median(dev, 3, 10, 10, |_| {
+                    flash_attention(&q, &k, &v, bias.as_ref(), causal, scale)?;
+                    Ok(())
+                })?;
+                let t = time_median(dev, 3, 10, 5, |_| {
+                    let o = flash_attention(
+                        qv.as_tensor(),
+                        kv.as_tensor(),
+                        vv.as_tensor(),
+                        bias.as_ref(),
+                        causal,
+                        scale,
+                    )?;
+                    let _grads = (o * &g)?.sum_all()?.backward()?;
+                    Ok(())
+                })?;
+                std::env::remove_var("WICK_FLASH_FP32");
+                if fp32 {
+                    result(
+                        "attn",
+                        &format!("attn fwd {name} bf16{tag}"),
+                        flops / tf / 1e12,
+                        "TFLOP/s",
+                        &format!("{:.4} ms", tf * 1e3),
+                    );
+                }
+                result(
+                    "attn",
+                    &format!("attn fwd+bwd {name} bf16{tag}"),
+                    3.5 * flops / t / 1e12,
+                    "TFLOP/s",
+                    &format!("{:.4} ms", t * 1e3),
+                );
+            }
+        }
     }
     Ok(())
 }

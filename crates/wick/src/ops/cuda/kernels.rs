@@ -14,6 +14,7 @@ pub fn func(dev: &CudaDevice, name: &str, dtype: DType) -> Result<CudaFunction> 
         "gemv" | "gemv_rms" | "gemv_swiglu" => ("wick_gemv", wick_kernels::GEMV),
         "ce_rows" | "ce_rows_backward" => ("wick_loss", wick_kernels::LOSS),
         "adamw_m" | "adamw_v" | "adamw_p" => ("wick_optim", wick_kernels::OPTIM),
+        n if n.starts_with("flash_") => ("wick_attention", wick_kernels::ATTENTION),
         _ => ("wick_fused", wick_kernels::FUSED),
     };
     let suffix = match dtype {
