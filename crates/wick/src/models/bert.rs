@@ -143,7 +143,6 @@ pub struct BertModel {
     cfg: BertConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    dtype: DType,
     device: Device,
 }
 
@@ -177,7 +176,6 @@ impl BertModel {
             cfg: cfg.clone(),
             embeddings,
             layers,
-            dtype: vb.dtype(),
             device: vb.device().clone(),
         })
     }
@@ -215,9 +213,9 @@ impl BertModel {
         let mut x = e.norm.forward(&x)?;
 
         // 0 where visible, a large negative number at padding, broadcast over heads and queries.
-        let bias = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?
-            .to_dtype(self.dtype)?
-            .reshape((batch, 1, 1, seq))?;
+        // Kept in f32: attention adds it to f32 scores on every path.
+        let bias =
+            ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((batch, 1, 1, seq))?;
         for layer in &self.layers {
             x = layer.forward(&x, &bias, &self.cfg)?;
         }
@@ -246,20 +244,30 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, bias: &Tensor, cfg: &BertConfig) -> Result<Tensor> {
-        let (b, s, h) = x.dims3()?;
+        let (b, s, _) = x.dims3()?;
         let (heads, hd) = (cfg.num_attention_heads, cfg.head_dim());
         // (b, s, 3, heads, hd) -> three (b, heads, s, hd)
         let qkv = dense(&self.qkv, x, Activation::Identity)?.reshape((b, s, 3, heads, hd))?;
         let part = |i: usize| qkv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2);
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
         let ctx = sdpa(&q, &k, &v, Some(bias), 1.0 / (hd as f64).sqrt())?;
-        let ctx = ctx.transpose(1, 2)?.reshape((b, s, h))?;
-        let attn = dense(&self.attn_out, &ctx, Activation::Identity)?;
-        let x = self.attn_norm.forward(&(attn + x)?)?;
+        let ctx = crate::ops::elementwise::merge_heads(&ctx)?;
+        let x = self
+            .attn_norm
+            .forward(&dense_add(&self.attn_out, &ctx, x)?)?;
         let ffn = dense(&self.ffn_in, &x, Activation::GeluErf)?;
-        let ffn = dense(&self.ffn_out, &ffn, Activation::Identity)?;
-        Ok(self.ffn_norm.forward(&(ffn + x)?)?)
+        Ok(self
+            .ffn_norm
+            .forward(&dense_add(&self.ffn_out, &ffn, &x)?)?)
     }
+}
+
+/// `l(x) + residual`, the residual added inside the GEMM where the device can.
+fn dense_add(l: &Linear, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+    let Some(weight) = l.weight() else {
+        candle_core::bail!("BERT layers need float weights")
+    };
+    crate::ops::linear::linear_add(x, weight, l.bias(), residual)
 }
 
 fn dense(l: &Linear, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {

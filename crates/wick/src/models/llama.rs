@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::io::json::read_json;
 use crate::io::weights::WeightView;
 use crate::nn::{Embedding, KvCache, Linear, RmsNorm, Step};
-use crate::ops::attention::sdpa;
+use crate::ops::attention::sdpa_causal;
 use crate::ops::decode::{DecoderWeights, LayerWeights};
 use crate::ops::rope::{cos_sin, inv_freq, rope, RopeScaling};
 use crate::ops::swiglu::swiglu;
@@ -714,7 +714,8 @@ impl DecoderLayer {
         } else {
             ctx.full_bias.as_ref()
         };
-        let attn = sdpa(&q, &k, &v, bias, 1.0 / (hd as f64).sqrt())?;
+        // Every mask this model builds hides later keys (see `Step::attention_bias`).
+        let attn = sdpa_causal(&q, &k, &v, bias, 1.0 / (hd as f64).sqrt())?;
         let attn = attn.transpose(1, 2)?.reshape((b, s, heads * hd))?;
         let x = (x + self.o_proj.forward(&attn)?)?;
         let h = self.post_attention_layernorm.forward(&x)?;

@@ -321,7 +321,7 @@ impl Linear {
                 }
             }
         };
-        let x32 = xd.to_dtype(DType::F32)?;
+        let x32 = ops::elementwise::to_dtype(&xd, DType::F32)?;
         let mask = adapter.dropout_mask(&x32)?;
         let xin = match &mask {
             Some(m) => (&x32 * m)?,
@@ -335,7 +335,7 @@ impl Linear {
             .matmul(&a.t()?)?
             .matmul(&b.t()?)?
             .affine(adapter.scale, 0.0)?;
-        let y = (base + delta.to_dtype(x.dtype())?)?;
+        let y = ops::elementwise::add_rounded(&base, &delta)?;
         drop(xin);
         let frozen = match &self.weight {
             LinearWeight::Dense(w) => FrozenWeight::Dense(w.clone()),
@@ -389,8 +389,8 @@ fn lora_backward(
         candle_core::bail!("LoRA backward: {} inputs, 3 expected", args.len())
     };
     let (a, b) = (a.detach(), b.detach());
-    let g32 = g.to_dtype(DType::F32)?;
-    let x32 = x.detach().to_dtype(DType::F32)?;
+    let g32 = ops::elementwise::to_dtype(&g.detach(), DType::F32)?;
+    let x32 = ops::elementwise::to_dtype(&x.detach(), DType::F32)?;
     let xin = match mask {
         Some(m) => (&x32 * m)?,
         None => x32,
@@ -405,8 +405,8 @@ fn lora_backward(
             Some(m) => (through_a * m)?,
             None => through_a,
         };
-        let base = frozen_matmul_backward(weight, g)?;
-        Some((base + through_a.to_dtype(g.dtype())?)?.to_dtype(x.dtype())?)
+        let base = frozen_matmul_backward(weight, &g.detach())?;
+        Some(ops::elementwise::add_rounded(&base, &through_a)?.to_dtype(x.dtype())?)
     } else {
         None
     };

@@ -19,6 +19,30 @@ pub fn sdpa(
     bias: Option<&Tensor>,
     scale: f64,
 ) -> Result<Tensor> {
+    attention(q, k, v, bias, false, scale)
+}
+
+/// [`sdpa`] for a causal decoder whose `bias` already masks every key after its query
+/// (key j for query i when j > i + k_len − q_len): the fused kernel may then skip those keys'
+/// tiles instead of adding the mask to them.
+pub fn sdpa_causal(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    attention(q, k, v, bias, true, scale)
+}
+
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    causal: bool,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, heads, q_len, d) = q.dims4()?;
     let (_, kv_heads, k_len, _) = k.dims4()?;
     v.dims4()?;
@@ -38,6 +62,13 @@ pub fn sdpa(
             return Ok(out);
         }
     }
+    // Prompts, encoders and training: flash attention (scores never leave the chip),
+    // differentiable in q, k and v.
+    #[cfg(feature = "cuda")]
+    if q.device().is_cuda() && q_len > 1 && matches!(d, 32 | 64 | 128) {
+        return super::cuda::flash::flash_attention(q, k, v, bias, causal, scale);
+    }
+    let _ = causal; // the composed path below applies the mask through `bias`
     let n_rep = heads / kv_heads;
     let (k, v) = (batched_view(k)?, batched_view(v)?);
     // Query heads sharing a kv head are adjacent, so grouping them into the row dimension is a

@@ -49,6 +49,31 @@ pub fn linear(
     y.reshape(out_dims)
 }
 
+/// `x·Wᵀ + b + residual` (a residual connection after a projection): on CUDA the GEMM adds
+/// the residual itself when nothing tracks gradients; elsewhere [`linear`] and an add.
+pub fn linear_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && !tracks_grad(x, weight, bias) && !residual.track_op() {
+        let dims = residual.dims().to_vec();
+        let in_dim = x.dim(candle_core::D::Minus1)?;
+        let x2 = x
+            .reshape((x.elem_count() / in_dim.max(1), in_dim))?
+            .contiguous()?;
+        let r2 = residual
+            .reshape((x2.dim(0)?, weight.dim(0)?))?
+            .contiguous()?;
+        let bias = bias.map(|b| b.contiguous()).transpose()?;
+        let y = super::cuda::fused::linear_add(&x2, &weight.contiguous()?, bias.as_ref(), &r2)?;
+        return y.reshape(dims);
+    }
+    linear(x, weight, bias, Activation::Identity)? + residual
+}
+
 /// `x·Wᵀ + b` for a frozen dense layer (no activation): cuBLASLt with the bias in the GEMM
 /// epilogue on CUDA when nothing tracks gradients, otherwise candle's matmul and a broadcast add
 /// (differentiable, and on the CPU the path the Llama layers have always taken).
@@ -87,7 +112,7 @@ fn cuda_linear(
     let y = super::cuda::fused::linear(&x2, &weight.contiguous()?, bias.as_ref())?;
     let y = match act {
         Activation::Identity => y,
-        Activation::GeluErf => y.gelu_erf()?,
+        Activation::GeluErf => super::cuda::elementwise::gelu_erf(&y)?,
     };
     let mut out_dims = lead.to_vec();
     out_dims.push(weight.dim(0)?);

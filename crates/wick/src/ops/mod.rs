@@ -6,6 +6,7 @@ pub mod cross_entropy;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod decode;
+pub mod elementwise;
 pub mod frozen_matmul;
 pub mod grad;
 pub mod layer_norm;

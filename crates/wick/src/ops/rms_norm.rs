@@ -31,6 +31,16 @@ fn rms_norm_untracked(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// d/dx of `n·w` with `n = x·r`, `r = 1/sqrt(mean(x²) + eps)`, in f32:
 /// `r·(gn − n·mean(gn·n))` where `gn = g·w`.
 fn rms_norm_backward(x: &Tensor, weight: &Tensor, eps: f64, g: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && weight.dtype() == x.dtype() {
+        let g = g.detach().to_dtype(x.dtype())?.contiguous()?;
+        return super::cuda::elementwise::rms_norm_backward(
+            &x.contiguous()?,
+            &weight.contiguous()?,
+            &g,
+            eps,
+        );
+    }
     let x32 = x.to_dtype(DType::F32)?;
     let r = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?
         .sqrt()?

@@ -20,6 +20,15 @@ fn swiglu_backward(args: &[&Tensor], g: &Tensor) -> Result<Vec<Option<Tensor>>> 
     let [gate, up] = args else {
         candle_core::bail!("swiglu backward: {} inputs, 2 expected", args.len())
     };
+    #[cfg(feature = "cuda")]
+    {
+        use super::cuda::elementwise::{fits, swiglu_backward};
+        let (gate, up, g) = (gate.detach(), up.detach(), g.detach());
+        if gate.dtype() == up.dtype() && fits(&gate) && fits(&up) && fits(&g) {
+            let (d_gate, d_up) = swiglu_backward(&gate, &up, &g.to_dtype(gate.dtype())?)?;
+            return Ok(vec![Some(d_gate), Some(d_up)]);
+        }
+    }
     let g32 = g.to_dtype(DType::F32)?;
     let x = gate.detach().to_dtype(DType::F32)?;
     let s = (x.neg()?.exp()? + 1.0)?.recip()?;

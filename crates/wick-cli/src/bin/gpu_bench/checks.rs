@@ -215,6 +215,37 @@ fn cases() -> Vec<Case> {
             Box::new(|t| ops::swiglu::swiglu_reference(&t[0], &t[1])),
         ),
     ];
+    v.push(case(
+        "linear+bias+residual",
+        vec![
+            input(&[2, 65, 1537], n(1.0), false),
+            input(&[385, 1537], n(0.05), false),
+            input(&[385], n(0.5), false),
+            input(&[2, 65, 385], n(1.0), false),
+        ],
+        Box::new(|t| ops::linear::linear_add(&t[0], &t[1], Some(&t[2]), &t[3])),
+        Box::new(|t| {
+            ops::linear::linear_reference(&t[0], &t[1], Some(&t[2]), Activation::Identity)? + &t[3]
+        }),
+    ));
+    v.push(case(
+        "merge heads",
+        vec![input(&[3, 12, 37, 32], n(1.0), false)],
+        Box::new(|t| ops::elementwise::merge_heads(&t[0])),
+        Box::new(|t| t[0].transpose(1, 2)?.reshape((3, 37, 384))),
+    ));
+    v.push(case(
+        "cast to f32 and add rounded",
+        vec![
+            input(&[7, 4865], n(2.0), false),
+            input(&[7, 4865], n(1.0), false),
+        ],
+        Box::new(|t| {
+            let b = ops::elementwise::to_dtype(&t[1], DType::F32)?.affine(0.37, 0.0)?;
+            ops::elementwise::add_rounded(&t[0], &b)
+        }),
+        Box::new(|t| &t[0] + t[1].affine(0.37, 0.0)?),
+    ));
     // Prefill attention: GQA 14/2 heads, a padding bias, odd length, strided q.
     v.push(case(
         "sdpa prefill gqa",
@@ -639,7 +670,6 @@ pub fn run_all(dev: &Device) -> Result<usize> {
         }
     }
     failures += lora_grad_check(dev)?;
-<<<<<<< HEAD
     failures += adamw_check(dev)?;
     for c in grad_cases() {
         for dtype in [DType::F32, DType::BF16] {
@@ -649,14 +679,13 @@ pub fn run_all(dev: &Device) -> Result<usize> {
             };
             failures += usize::from(!line.0);
             println!(
-                "CHECK {:<24} {:<5} {}",
+                "CHECK {:<31} {:<5} {}",
                 format!("grad {}", c.name),
                 format!("{dtype:?}").to_lowercase(),
                 line.1
             );
         }
     }
-=======
     failures += flash_grad_checks(dev, &[DType::F32, DType::BF16], "")?;
     // f16/bf16 flash attention runs on tensor cores by default; check the CUDA-core kernels on
     // bf16 too.
@@ -671,7 +700,6 @@ pub fn run_all(dev: &Device) -> Result<usize> {
     }
     failures += flash_grad_checks(dev, &[DType::BF16], " cc")?;
     std::env::remove_var("WICK_FLASH_FP32");
->>>>>>> attn
     Ok(failures)
 }
 

@@ -57,6 +57,55 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     }
 }
 
+/// `x·Wᵀ + bias + residual` with the residual added by the GEMM (its C operand, β = 1): no
+/// separate pass over the output for a residual connection.
+pub fn linear_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    x.apply_op3_no_bwd(weight, residual, &LtLinearAdd(bias.cloned()))
+}
+
+struct LtLinearAdd(Option<Tensor>);
+
+impl CustomOp3 for LtLinearAdd {
+    fn name(&self) -> &'static str {
+        "wick-lt-linear-add"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("wick-lt-linear-add runs on CUDA only")
+    }
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        rs: &CudaStorage,
+        rl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let guard = self.0.as_ref().map(|b| b.storage_and_layout());
+        let bias = match &guard {
+            Some((s, l)) => match &**s {
+                candle_core::Storage::Cuda(s) => Some((s, *l)),
+                _ => candle_core::bail!("wick-lt-linear-add: the bias is not on the GPU"),
+            },
+            None => None,
+        };
+        LtLinear.run(xs, xl, ws, wl, bias, Some((rs, rl)))
+    }
+}
+
 struct LtLinear;
 
 impl LtLinear {
@@ -67,6 +116,7 @@ impl LtLinear {
         ws: &CudaStorage,
         wl: &Layout,
         bias: Option<(&CudaStorage, &Layout)>,
+        residual: Option<(&CudaStorage, &Layout)>,
     ) -> Result<(CudaStorage, Shape)> {
         let (rows, k) = xl.shape().dims2()?;
         let (n, k2) = wl.shape().dims2()?;
@@ -81,6 +131,9 @@ impl LtLinear {
                 wl.shape(),
                 ws.dtype()
             )
+        }
+        if residual.is_some_and(|(r, l)| r.dtype() != dtype || l.shape().dims() != [rows, n]) {
+            candle_core::bail!("cuBLASLt linear: residual must be ({rows}, {n}) {dtype:?}")
         }
         let dev = xs.device();
         let out = alloc(dev, dtype, rows * n)?;
@@ -97,7 +150,10 @@ impl LtLinear {
             x: addr_of(xs, dtype, contiguous(xl, "x")?)?,
             w: addr_of(ws, dtype, contiguous(wl, "weight")?)?,
             bias,
-            accumulate: None,
+            accumulate: match residual {
+                Some((r, l)) => Some(addr_of(r, dtype, contiguous(l, "residual")?)?),
+                None => None,
+            },
             d: addr_of(&out, dtype, 0)?,
             tf32: false,
         };
@@ -133,7 +189,7 @@ impl CustomOp2 for LtLinear {
         ws: &CudaStorage,
         wl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.run(xs, xl, ws, wl, None)
+        self.run(xs, xl, ws, wl, None, None)
     }
 }
 
@@ -161,7 +217,7 @@ impl CustomOp3 for LtLinear {
         bs: &CudaStorage,
         bl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        self.run(xs, xl, ws, wl, Some((bs, bl)))
+        self.run(xs, xl, ws, wl, Some((bs, bl)), None)
     }
 }
 

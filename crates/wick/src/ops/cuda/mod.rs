@@ -3,6 +3,7 @@
 
 pub mod blaslt;
 pub mod decode_graph;
+pub mod elementwise;
 pub mod flash;
 pub mod fused;
 pub mod kernels;
