@@ -175,3 +175,87 @@ INSTANTIATE(__nv_bfloat16, bf16)
 MERGE(__half, f16)
 MERGE(__nv_bfloat16, bf16)
 MERGE(float, f32)
+
+// LayerNorm of one row held by one warp: y = (x − mean)/sqrt(var + eps)·w + b, in f32,
+// rounded once. `x` is the row (already summed where the caller fuses an add).
+template <typename T>
+__device__ void warp_layer_norm(const float* x, const T* w, const T* b, T* y, int cols, float eps) {
+  const int lane = threadIdx.x & 31;
+  float s = 0.f;
+  for (int i = lane; i < cols; i += 32) s += x[i];
+  const float mean = warp_sum(s) / cols;
+  float v = 0.f;
+  for (int i = lane; i < cols; i += 32) {
+    const float c = x[i] - mean;
+    v += c * c;
+  }
+  const float rstd = rsqrtf(warp_sum(v) / cols + eps);
+  for (int i = lane; i < cols; i += 32) y[i] = from_f<T>((x[i] - mean) * rstd * to_f(w[i]) + to_f(b[i]));
+}
+
+// LayerNorm over rows of `cols` (≤ 1024): one warp a row, the row staged in shared memory in f32.
+// Block: 256 threads (8 rows).
+template <typename T>
+__device__ void layer_norm_rows(const T* x, const T* w, const T* b, T* y, int rows, int cols,
+                                float eps) {
+  __shared__ float buf[8][1024];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t row = (size_t)blockIdx.x * 8 + warp;
+  if (row >= (size_t)rows) return;
+  for (int i = lane; i < cols; i += 32) buf[warp][i] = to_f(x[row * cols + i]);
+  __syncwarp();
+  warp_layer_norm(buf[warp], w, b, y + row * cols, cols, eps);
+}
+
+// BERT embeddings: y[r] = LayerNorm(word[ids[r]] + pos[r % seq] + type0), one warp a row.
+template <typename T>
+__device__ void embed_layer_norm(const uint32_t* ids, const T* word, const T* pos, const T* type0,
+                                 const T* w, const T* b, T* y, int rows, int seq, int cols,
+                                 float eps) {
+  __shared__ float buf[8][1024];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t row = (size_t)blockIdx.x * 8 + warp;
+  if (row >= (size_t)rows) return;
+  const T* wr = word + (size_t)ids[row] * cols;
+  const T* pr = pos + (size_t)(row % seq) * cols;
+  // Rounded to T after each add, as the composed reference adds T tensors.
+  for (int i = lane; i < cols; i += 32)
+    buf[warp][i] = to_f(from_f<T>(to_f(from_f<T>(to_f(wr[i]) + to_f(pr[i]))) + to_f(type0[i])));
+  __syncwarp();
+  warp_layer_norm(buf[warp], w, b, y + row * cols, cols, eps);
+}
+
+// Mean of hidden (batch, seq, cols) over the positions where mask (batch, seq) is non-zero, in
+// f32: out (batch, cols). Grid: (cols / 128 rounded up, batch); block 128.
+template <typename T>
+__device__ void masked_mean(const T* h, const uint32_t* mask, float* out, int seq, int cols) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t b = blockIdx.y;
+  if (c >= cols) return;
+  float s = 0.f, n = 0.f;
+  for (int t = 0; t < seq; ++t) {
+    if (mask[b * seq + t] != 0) {
+      s += to_f(h[(b * seq + t) * cols + c]);
+      n += 1.f;
+    }
+  }
+  out[b * cols + c] = s / fmaxf(n, 1e-9f);
+}
+
+#define NORMS(T, S)                                                                          \
+  extern "C" __global__ void __launch_bounds__(256) layer_norm_rows_##S(                     \
+      const T* x, const T* w, const T* b, T* y, int rows, int cols, float eps) {             \
+    layer_norm_rows<T>(x, w, b, y, rows, cols, eps);                                         \
+  }                                                                                          \
+  extern "C" __global__ void __launch_bounds__(256) embed_layer_norm_##S(                    \
+      const uint32_t* ids, const T* word, const T* pos, const T* type0, const T* w, const T* b, \
+      T* y, int rows, int seq, int cols, float eps) {                                        \
+    embed_layer_norm<T>(ids, word, pos, type0, w, b, y, rows, seq, cols, eps);               \
+  }                                                                                          \
+  extern "C" __global__ void masked_mean_##S(const T* h, const uint32_t* mask, float* out,   \
+                                             int seq, int cols) {                            \
+    masked_mean<T>(h, mask, out, seq, cols);                                                 \
+  }
+NORMS(float, f32)
+NORMS(__half, f16)
+NORMS(__nv_bfloat16, bf16)

@@ -124,6 +124,14 @@ fn modes_of(cfg: &PoolingConfig) -> Result<Vec<PoolingMode>, String> {
 /// Pools `hidden` (batch, seq, dim) under `mask` (batch, seq; 1 = real token, right padding)
 /// into (batch, dim · modes), in f32.
 pub fn pool(hidden: &Tensor, mask: &Tensor, modes: &[PoolingMode]) -> Result<Tensor> {
+    // Mean pooling alone (sentence-transformers' default) is one kernel on CUDA.
+    #[cfg(feature = "cuda")]
+    if modes == [PoolingMode::Mean] && hidden.device().is_cuda() && mask.dtype() == DType::U32 {
+        return Ok(crate::ops::cuda::elementwise::masked_mean(
+            &hidden.contiguous()?,
+            &mask.contiguous()?,
+        )?);
+    }
     let hidden = hidden.to_dtype(DType::F32)?;
     let mask = mask.to_dtype(DType::F32)?;
     let (_, seq, _) = hidden.dims3()?;

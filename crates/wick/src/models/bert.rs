@@ -201,7 +201,35 @@ impl BertModel {
                 ),
             });
         }
+        let mut x = self.embed(input_ids, batch, seq)?;
+
+        // 0 where visible, a large negative number at padding, broadcast over heads and queries;
+        // kept in f32: attention adds it to f32 scores on every path.
+        let bias = attention_mask
+            .to_dtype(DType::F32)?
+            .affine(1e9, -1e9)?
+            .reshape((batch, 1, 1, seq))?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &bias, &self.cfg)?;
+        }
+        Ok(x)
+    }
+
+    /// word + position + token type 0 embeddings, then LayerNorm: one kernel on CUDA, candle
+    /// ops elsewhere.
+    fn embed(&self, input_ids: &Tensor, batch: usize, seq: usize) -> Result<Tensor> {
         let e = &self.embeddings;
+        #[cfg(feature = "cuda")]
+        if self.device.is_cuda() && self.cfg.hidden_size <= 1024 && input_ids.dtype() == DType::U32
+        {
+            let fused = crate::ops::cuda::elementwise::EmbedLayerNorm {
+                token_type0: e.token_type.get(0)?,
+                weight: e.norm.weight.clone(),
+                bias: e.norm.bias.clone(),
+                eps: e.norm.eps as f32,
+            };
+            return Ok(fused.forward(&input_ids.contiguous()?, &e.word, &e.position)?);
+        }
         let words = e
             .word
             .embedding(&input_ids.flatten_all()?)?
@@ -210,16 +238,7 @@ impl BertModel {
         let x = words
             .broadcast_add(&e.position.narrow(0, 0, seq)?)?
             .broadcast_add(&e.token_type.narrow(0, 0, 1)?)?;
-        let mut x = e.norm.forward(&x)?;
-
-        // 0 where visible, a large negative number at padding, broadcast over heads and queries.
-        // Kept in f32: attention adds it to f32 scores on every path.
-        let bias =
-            ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((batch, 1, 1, seq))?;
-        for layer in &self.layers {
-            x = layer.forward(&x, &bias, &self.cfg)?;
-        }
-        Ok(x)
+        Ok(e.norm.forward(&x)?)
     }
 }
 

@@ -671,6 +671,7 @@ pub fn run_all(dev: &Device) -> Result<usize> {
     }
     failures += lora_grad_check(dev)?;
     failures += adamw_check(dev)?;
+    failures += minilm_check(dev)?;
     for c in grad_cases() {
         for dtype in [DType::F32, DType::BF16] {
             let line = match check_grad(&c, dtype, dev) {
@@ -969,4 +970,45 @@ fn adamw_check(dev: &Device) -> Result<usize> {
         if ok { "ok" } else { "FAIL" }
     );
     Ok(usize::from(!ok))
+}
+
+/// The whole MiniLM-shaped encoder on right-padded texts (fused embeddings, LayerNorm kernels,
+/// flash attention with a padding bias, residual GEMMs, erf-GELU, masked mean pooling) on the
+/// GPU against the CPU model with the same random weights, in f32: pooled, normalised embeddings.
+fn minilm_check(dev: &Device) -> Result<usize> {
+    use wick::embed::pooling::{l2_normalize, pool};
+    use wick::embed::PoolingMode;
+    let src = crate::random::RandomWeights::new(dev);
+    let lengths = [23u32, 17, 5, 11];
+    let seq = 23usize;
+    let ids: Vec<u32> = (0..lengths.len() * seq)
+        .map(|i| ((i * 7919 + 101) % 30_000) as u32)
+        .collect();
+    let mask: Vec<u32> = (0..lengths.len() * seq)
+        .map(|i| u32::from((i % seq) < lengths[i / seq] as usize))
+        .collect();
+    let embed = |d: &Device, dtype: DType| -> Result<Tensor> {
+        let msg = |e: wick::Error| candle_core::Error::Msg(e.to_string());
+        let model = crate::random::minilm(&src, dtype, d).map_err(msg)?;
+        let ids = Tensor::from_vec(ids.clone(), (lengths.len(), seq), d)?;
+        let mask = Tensor::from_vec(mask.clone(), (lengths.len(), seq), d)?;
+        let h = model.forward(&ids, &mask).map_err(msg)?;
+        l2_normalize(&pool(&h, &mask, &[PoolingMode::Mean]).map_err(msg)?).map_err(msg)
+    };
+    let expected = embed(&Device::Cpu, DType::F32)?;
+    let mut failures = 0;
+    for dtype in [DType::F32, DType::BF16] {
+        poison(dev)?;
+        let (err, nan) = rel_err(&embed(dev, dtype)?, &expected)?;
+        let tol = if dtype == DType::F32 { 1e-5 } else { 1e-2 };
+        let ok = err <= tol && nan == 0;
+        failures += usize::from(!ok);
+        println!(
+            "CHECK {:<31} {:<5} rel_err {err:.2e} (tol {tol:.0e}) nan {nan} {}",
+            "minilm padded texts (pooled)",
+            format!("{dtype:?}").to_lowercase(),
+            if ok { "ok" } else { "FAIL" }
+        );
+    }
+    Ok(failures)
 }

@@ -355,17 +355,16 @@ fn train(dev: &Device) -> AnyResult {
     Ok(())
 }
 
-/// Mean pooling over real tokens and L2 normalisation, as sentence-transformers' MiniLM does.
+/// Mean pooling over real tokens and L2 normalisation, as sentence-transformers' MiniLM does
+/// (wick's own pooling functions, as `wick embed` runs them).
 fn embed_once(
     model: &wick::models::bert::BertModel,
     ids: &Tensor,
     mask: &Tensor,
 ) -> wick::Result<Tensor> {
-    let h = model.forward(ids, mask)?.to_dtype(DType::F32)?;
-    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-    let pooled = h.broadcast_mul(&m)?.sum(1)?.broadcast_div(&m.sum(1)?)?;
-    let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
-    Ok(pooled.broadcast_div(&norm)?)
+    use wick::embed::pooling::{l2_normalize, pool};
+    let h = model.forward(ids, mask)?;
+    l2_normalize(&pool(&h, mask, &[wick::embed::PoolingMode::Mean])?)
 }
 
 fn embed(dev: &Device) -> AnyResult {

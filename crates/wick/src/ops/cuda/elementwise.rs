@@ -367,3 +367,256 @@ impl CustomOp1 for MergeHeads {
         Ok((out, Shape::from((b, s, h, d))))
     }
 }
+
+fn contiguous_start(l: &Layout, what: &str) -> Result<usize> {
+    match l.contiguous_offsets() {
+        Some((s, _)) => Ok(s),
+        None => candle_core::bail!("wick kernel: {what} is not contiguous"),
+    }
+}
+
+/// The device address of a tensor held by an op (weights passed beside the op's inputs); the
+/// guard keeps the storage readable until the launch.
+fn held_addr(
+    t: &Tensor,
+    dtype: DType,
+) -> Result<(u64, impl std::ops::Deref<Target = candle_core::Storage> + '_)> {
+    let (guard, layout) = t.storage_and_layout();
+    let start = contiguous_start(layout, "weight")?;
+    let addr = match &*guard {
+        candle_core::Storage::Cuda(s) if s.dtype() == dtype => addr_of(s, dtype, start)?,
+        _ => candle_core::bail!("wick kernel: a weight is not {dtype:?} on the GPU"),
+    };
+    Ok((addr, guard))
+}
+
+/// Rows of 256 threads, 8 rows a block (one warp a row).
+fn warp_rows(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(8) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// LayerNorm over the last dim (at most 1024) of a contiguous `x`, in f32, rounded once.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    x.apply_op3_no_bwd(weight, bias, &LayerNormRows(eps as f32))
+}
+
+struct LayerNormRows(f32);
+
+impl CustomOp3 for LayerNormRows {
+    fn name(&self) -> &'static str {
+        "wick-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dtype = xs.dtype();
+        let cols = xl.shape().dims().last().copied().unwrap_or(0);
+        if cols == 0
+            || cols > 1024
+            || wl.shape().elem_count() != cols
+            || bl.shape().elem_count() != cols
+            || ws.dtype() != dtype
+            || bs.dtype() != dtype
+        {
+            candle_core::bail!(
+                "wick-layer-norm: x {:?}, weight {:?}",
+                xl.shape(),
+                wl.shape()
+            )
+        }
+        let rows = xl.shape().elem_count() / cols;
+        let dev = xs.device();
+        let out = alloc(dev, dtype, rows * cols)?;
+        let (x, w, b, y) = (
+            addr_of(xs, dtype, contiguous_start(xl, "x")?)?,
+            addr_of(ws, dtype, contiguous_start(wl, "weight")?)?,
+            addr_of(bs, dtype, contiguous_start(bl, "bias")?)?,
+            addr_of(&out, dtype, 0)?,
+        );
+        let f = func(dev, "layer_norm_rows", dtype)?;
+        let (rows_i, cols_i, eps) = (rows as i32, cols as i32, self.0);
+        let stream = dev.cuda_stream();
+        let mut l = stream.launch_builder(&f);
+        l.arg(&x)
+            .arg(&w)
+            .arg(&b)
+            .arg(&y)
+            .arg(&rows_i)
+            .arg(&cols_i)
+            .arg(&eps);
+        // SAFETY: x and y hold rows·cols elements, w and b cols, all of dtype.
+        unsafe { l.launch(warp_rows(rows)) }.map_err(launch_err)?;
+        Ok((out, xl.shape().clone()))
+    }
+}
+
+/// BERT's embeddings in one pass: `LayerNorm(word[ids] + position[0..seq] + token_type0)` for
+/// `ids` (batch, seq) u32; `type0` is token type 0's row. Output (batch, seq, hidden).
+pub struct EmbedLayerNorm {
+    pub token_type0: Tensor,
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl EmbedLayerNorm {
+    pub fn forward(&self, ids: &Tensor, word: &Tensor, position: &Tensor) -> Result<Tensor> {
+        ids.apply_op3_no_bwd(word, position, self)
+    }
+}
+
+impl CustomOp3 for EmbedLayerNorm {
+    fn name(&self) -> &'static str {
+        "wick-embed-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+    fn cuda_fwd(
+        &self,
+        is: &CudaStorage,
+        il: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        ps: &CudaStorage,
+        pl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (batch, seq) = il.shape().dims2()?;
+        let (_, cols) = wl.shape().dims2()?;
+        let (positions, pcols) = pl.shape().dims2()?;
+        let dtype = ws.dtype();
+        if is.dtype() != DType::U32
+            || pcols != cols
+            || seq > positions
+            || cols > 1024
+            || ps.dtype() != dtype
+        {
+            candle_core::bail!(
+                "wick-embed-layer-norm: ids {:?}, word {:?}, position {:?}",
+                il.shape(),
+                wl.shape(),
+                pl.shape()
+            )
+        }
+        let rows = batch * seq;
+        let dev = ws.device();
+        let out = alloc(dev, dtype, rows * cols)?;
+        let (t0, _g0) = held_addr(&self.token_type0, dtype)?;
+        let (w, _g1) = held_addr(&self.weight, dtype)?;
+        let (b, _g2) = held_addr(&self.bias, dtype)?;
+        let (ids, word, pos, y) = (
+            addr_of(is, DType::U32, contiguous_start(il, "ids")?)?,
+            addr_of(ws, dtype, contiguous_start(wl, "word embeddings")?)?,
+            addr_of(ps, dtype, contiguous_start(pl, "position embeddings")?)?,
+            addr_of(&out, dtype, 0)?,
+        );
+        let f = func(dev, "embed_layer_norm", dtype)?;
+        let (rows_i, seq_i, cols_i, eps) = (rows as i32, seq as i32, cols as i32, self.eps);
+        let stream = dev.cuda_stream();
+        let mut l = stream.launch_builder(&f);
+        l.arg(&ids)
+            .arg(&word)
+            .arg(&pos)
+            .arg(&t0)
+            .arg(&w)
+            .arg(&b)
+            .arg(&y)
+            .arg(&rows_i)
+            .arg(&seq_i)
+            .arg(&cols_i)
+            .arg(&eps);
+        // SAFETY: ids index rows of `word` (checked by the caller), positions < seq ≤ the
+        // table's rows, every output row is written.
+        unsafe { l.launch(warp_rows(rows)) }.map_err(launch_err)?;
+        Ok((out, Shape::from((batch, seq, cols))))
+    }
+}
+
+/// Mean of `hidden` (batch, seq, cols) over the positions where `mask` (batch, seq) u32 is
+/// non-zero, in f32: (batch, cols).
+pub fn masked_mean(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    hidden.apply_op2_no_bwd(mask, &MaskedMean)
+}
+
+struct MaskedMean;
+
+impl CustomOp2 for MaskedMean {
+    fn name(&self) -> &'static str {
+        "wick-masked-mean"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+    fn cuda_fwd(
+        &self,
+        hs: &CudaStorage,
+        hl: &Layout,
+        ms: &CudaStorage,
+        ml: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (batch, seq, cols) = hl.shape().dims3()?;
+        if ms.dtype() != DType::U32 || ml.shape().dims() != [batch, seq] {
+            candle_core::bail!(
+                "wick-masked-mean: hidden {:?}, mask {:?}",
+                hl.shape(),
+                ml.shape()
+            )
+        }
+        let dtype = hs.dtype();
+        let dev = hs.device();
+        let out = alloc(dev, DType::F32, batch * cols)?;
+        let (h, m, y) = (
+            addr_of(hs, dtype, contiguous_start(hl, "hidden")?)?,
+            addr_of(ms, DType::U32, contiguous_start(ml, "mask")?)?,
+            addr_of(&out, DType::F32, 0)?,
+        );
+        let f = func(dev, "masked_mean", dtype)?;
+        let cfg = LaunchConfig {
+            grid_dim: (cols.div_ceil(128) as u32, batch as u32, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (seq_i, cols_i) = (seq as i32, cols as i32);
+        let stream = dev.cuda_stream();
+        let mut l = stream.launch_builder(&f);
+        l.arg(&h).arg(&m).arg(&y).arg(&seq_i).arg(&cols_i);
+        // SAFETY: h holds batch·seq·cols elements, the mask batch·seq, out batch·cols.
+        unsafe { l.launch(cfg) }.map_err(launch_err)?;
+        Ok((out, Shape::from((batch, cols))))
+    }
+}

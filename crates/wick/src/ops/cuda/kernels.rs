@@ -15,7 +15,8 @@ pub fn func(dev: &CudaDevice, name: &str, dtype: DType) -> Result<CudaFunction> 
         "ce_rows" | "ce_rows_backward" => ("wick_loss", wick_kernels::LOSS),
         "adamw_m" | "adamw_v" | "adamw_p" => ("wick_optim", wick_kernels::OPTIM),
         n if n.starts_with("flash_") => ("wick_attention", wick_kernels::ATTENTION),
-        "add_rounded" | "gelu_erf" | "swiglu_backward" | "rms_norm_backward" | "merge_heads" => {
+        "add_rounded" | "gelu_erf" | "swiglu_backward" | "rms_norm_backward" | "merge_heads"
+        | "layer_norm_rows" | "embed_layer_norm" | "masked_mean" => {
             ("wick_elementwise", wick_kernels::ELEMENTWISE)
         }
         _ => ("wick_fused", wick_kernels::FUSED),
