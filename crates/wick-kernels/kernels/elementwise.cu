@@ -259,3 +259,16 @@ __device__ void masked_mean(const T* h, const uint32_t* mask, float* out, int se
 NORMS(float, f32)
 NORMS(__half, f16)
 NORMS(__nv_bfloat16, bf16)
+
+// Rows of x (f32) divided by their L2 norm (at least 1e-12): one warp a row, 8 rows a block.
+extern "C" __global__ void __launch_bounds__(256)
+    l2_normalize_rows_f32(const float* x, float* y, int rows, int cols) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const size_t row = (size_t)blockIdx.x * 8 + warp;
+  if (row >= (size_t)rows) return;
+  const float* xr = x + row * cols;
+  float ss = 0.f;
+  for (int i = lane; i < cols; i += 32) ss += xr[i] * xr[i];
+  const float inv = 1.f / fmaxf(sqrtf(warp_sum(ss)), 1e-12f);
+  for (int i = lane; i < cols; i += 32) y[row * cols + i] = xr[i] * inv;
+}

@@ -175,6 +175,12 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, modes: &[PoolingMode]) -> Result<Ten
 
 /// Divides each row by its L2 norm (rows of zeros stay zero).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() && x.dtype() == DType::F32 && x.rank() == 2 {
+        return Ok(crate::ops::cuda::elementwise::l2_normalize(
+            &x.contiguous()?,
+        )?);
+    }
     let norm = x
         .sqr()?
         .sum_keepdim(D::Minus1)?

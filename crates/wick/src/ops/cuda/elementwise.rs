@@ -380,7 +380,10 @@ fn contiguous_start(l: &Layout, what: &str) -> Result<usize> {
 fn held_addr(
     t: &Tensor,
     dtype: DType,
-) -> Result<(u64, impl std::ops::Deref<Target = candle_core::Storage> + '_)> {
+) -> Result<(
+    u64,
+    impl std::ops::Deref<Target = candle_core::Storage> + '_,
+)> {
     let (guard, layout) = t.storage_and_layout();
     let start = contiguous_start(layout, "weight")?;
     let addr = match &*guard {
@@ -618,5 +621,47 @@ impl CustomOp2 for MaskedMean {
         // SAFETY: h holds batch·seq·cols elements, the mask batch·seq, out batch·cols.
         unsafe { l.launch(cfg) }.map_err(launch_err)?;
         Ok((out, Shape::from((batch, cols))))
+    }
+}
+
+/// Each row of an f32 matrix divided by its L2 norm (at least 1e-12).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    x.apply_op1_no_bwd(&L2Normalize)
+}
+
+struct L2Normalize;
+
+impl CustomOp1 for L2Normalize {
+    fn name(&self) -> &'static str {
+        "wick-l2-normalize"
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cuda_only(self.name())
+    }
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (rows, cols) = xl.shape().dims2()?;
+        if xs.dtype() != DType::F32 {
+            candle_core::bail!("wick-l2-normalize: f32 rows expected")
+        }
+        let dev = xs.device();
+        let out = alloc(dev, DType::F32, rows * cols)?;
+        let (x, y) = (
+            addr_of(xs, DType::F32, contiguous_start(xl, "x")?)?,
+            addr_of(&out, DType::F32, 0)?,
+        );
+        let f = dev
+            .get_or_load_custom_func(
+                "l2_normalize_rows_f32",
+                "wick_elementwise",
+                wick_kernels::ELEMENTWISE,
+            )?
+            .into_cuda_function();
+        let (rows_i, cols_i) = (rows as i32, cols as i32);
+        let stream = dev.cuda_stream();
+        let mut l = stream.launch_builder(&f);
+        l.arg(&x).arg(&y).arg(&rows_i).arg(&cols_i);
+        // SAFETY: x and y hold rows·cols f32.
+        unsafe { l.launch(warp_rows(rows)) }.map_err(launch_err)?;
+        Ok((out, xl.shape().clone()))
     }
 }
