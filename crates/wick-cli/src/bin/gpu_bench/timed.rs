@@ -499,7 +499,7 @@ fn attn(dev: &Device) -> AnyResult {
         })?;
         result(
             "attn",
-            &format!("attn fwd {name} bf16 (wick sdpa, materialised)"),
+            &format!("attn fwd {name} bf16 (ops::attention::sdpa, mask as a dense bias)"),
             flops / t / 1e12,
             "TFLOP/s",
             &format!("{:.4} ms", t * 1e3),
