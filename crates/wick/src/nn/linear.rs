@@ -115,18 +115,15 @@ impl LoraAdapter {
         b.matmul(&a)?.affine(self.scale, 0.0)
     }
 
-    /// `scale·(dropout(x)·Aᵀ)·Bᵀ` for x (rows, in), in f32.
+    /// `scale·(dropout(x)·Aᵀ)·Bᵀ` for x (rows, in), in f32, with A and B as constants (a training
+    /// adapter goes through [`Linear::forward_training`] instead).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?;
         let x = match self.dropout_mask(&x)? {
             Some(mask) => (x * mask)?,
             None => x,
         };
-        let (a, b) = if self.mode.requires_grad() {
-            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
-        } else {
-            (self.a.as_detached_tensor(), self.b.as_detached_tensor())
-        };
+        let (a, b) = (self.a.as_detached_tensor(), self.b.as_detached_tensor());
         x.matmul(&a.t()?)?.matmul(&b.t()?)?.affine(self.scale, 0.0)
     }
 

@@ -245,6 +245,8 @@ impl CudaGraphDecoder {
         Ok(this)
     }
 
+    // One argument per GEMM operand; the `Gemm` it returns is the struct that groups them.
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         n: usize,

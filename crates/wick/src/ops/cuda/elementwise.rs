@@ -19,12 +19,12 @@ pub fn fits(t: &Tensor) -> bool {
         && matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16)
         && t.layout()
             .contiguous_offsets()
-            .is_some_and(|(start, _)| (start * t.dtype().size_in_bytes()) % 16 == 0)
+            .is_some_and(|(start, _)| (start * t.dtype().size_in_bytes()).is_multiple_of(16))
 }
 
 fn start(l: &Layout, dtype: DType, what: &str) -> Result<usize> {
     match l.contiguous_offsets() {
-        Some((s, _)) if (s * dtype.size_in_bytes()) % 16 == 0 => Ok(s),
+        Some((s, _)) if (s * dtype.size_in_bytes()).is_multiple_of(16) => Ok(s),
         _ => candle_core::bail!("wick elementwise: {what} is not contiguous and 16-byte aligned"),
     }
 }
@@ -342,7 +342,7 @@ impl CustomOp1 for MergeHeads {
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let dtype = xs.dtype();
         let (b, h, s, d) = xl.shape().dims4()?;
-        if (d * dtype.size_in_bytes()) % 16 != 0 {
+        if !(d * dtype.size_in_bytes()).is_multiple_of(16) {
             candle_core::bail!("wick-merge-heads: head dim {d} is not a multiple of 16 bytes")
         }
         let dev: &CudaDevice = xs.device();
