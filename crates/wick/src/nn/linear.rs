@@ -12,7 +12,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result as WickResult};
 use crate::io::weights::WeightView;
-use crate::ops::frozen_matmul::{frozen_matmul, frozen_matmul_backward, FrozenWeight};
+use crate::ops::frozen_matmul::{
+    frozen_matmul, frozen_matmul_backward, frozen_matmul_untracked, FrozenWeight,
+};
 use crate::ops::grad::with_backward3;
 use crate::ops::{self, qmatmul::qmatmul};
 
@@ -308,10 +310,20 @@ impl Linear {
     /// adapter's f32 output, its scaled copy and the sum); this keeps one.
     fn forward_training(&self, x: &Tensor, adapter: &LoraAdapter) -> Result<Tensor> {
         let xd = x.detach();
-        let base = match &self.weight {
-            LinearWeight::Dense(w) => ops::linear::linear_frozen(&xd, w, self.bias.as_ref())?,
+        let frozen = match &self.weight {
+            LinearWeight::Dense(w) => FrozenWeight::Dense(w.clone()),
+            LinearWeight::Quantized(QMatMul::QTensor(q)) => FrozenWeight::Quantized(q.clone()),
+            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                FrozenWeight::Dense(w.clone())
+            }
+        };
+        let base = match (&self.weight, xd.device().is_cuda()) {
+            // cuBLASLt with the bias in its epilogue.
+            (LinearWeight::Dense(w), true) => {
+                ops::linear::linear_frozen(&xd, w, self.bias.as_ref())?
+            }
             _ => {
-                let y = self.base_forward(&xd)?;
+                let y = frozen_matmul_untracked(&xd, &frozen)?;
                 match &self.bias {
                     Some(b) => y.broadcast_add(b)?,
                     None => y,
@@ -334,13 +346,6 @@ impl Linear {
             .affine(adapter.scale, 0.0)?;
         let y = ops::elementwise::add_rounded(&base, &delta)?;
         drop(xin);
-        let frozen = match &self.weight {
-            LinearWeight::Dense(w) => FrozenWeight::Dense(w.clone()),
-            LinearWeight::Quantized(QMatMul::QTensor(q)) => FrozenWeight::Quantized(q.clone()),
-            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
-                FrozenWeight::Dense(w.clone())
-            }
-        };
         let scale = adapter.scale;
         let backward = move |args: &[&Tensor], _: &Tensor, g: &Tensor| {
             lora_backward(args, g, &frozen, mask.as_ref(), scale)

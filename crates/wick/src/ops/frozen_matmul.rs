@@ -50,6 +50,18 @@ pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight) -> Result<Tensor> {
     with_backward(x, y, Box::new(backward))
 }
 
+/// `x · Wᵀ` outside the graph (a forward recorded elsewhere): on the CPU in f32 wick's GEMM
+/// (candle's matmul runs on one thread while `wick train` keeps candle's pool off), a quantized
+/// weight dequantized for the GEMM; on CUDA cuBLASLt.
+pub fn frozen_matmul_untracked(x: &Tensor, w: &FrozenWeight) -> Result<Tensor> {
+    let x = x.detach();
+    if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
+        return x.contiguous()?.apply_op1_no_bwd(&FrozenMatmul(w.clone()));
+    }
+    let wf = w.float(x.dtype(), x.device())?;
+    super::linear::linear_frozen(&x, &wf, None)
+}
+
 /// `grad · W`: the input gradient of `x · Wᵀ`.
 pub fn frozen_matmul_backward(w: &FrozenWeight, grad: &Tensor) -> Result<Tensor> {
     grad.matmul(&w.float(grad.dtype(), grad.device())?)
