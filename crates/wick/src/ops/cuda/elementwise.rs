@@ -6,9 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
 use super::fused::{addr_of, alloc};
 use super::kernels::func;
@@ -50,10 +48,6 @@ fn launch_err(e: candle_core::cuda_backend::cudarc::driver::DriverError) -> cand
     candle_core::Error::Cuda(Box::new(e))
 }
 
-fn cuda_only(name: &str) -> Result<(CpuStorage, Shape)> {
-    candle_core::bail!("{name} runs on CUDA only")
-}
-
 /// `x` converted to `dtype` (f32 ↔ f16/bf16).
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     x.apply_op1_no_bwd(&Cast(dtype))
@@ -65,9 +59,7 @@ impl CustomOp1 for Cast {
     fn name(&self) -> &'static str {
         "wick-cast"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(1);
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let (src, dst) = (xs.dtype(), self.0);
         let name = match (src, dst) {
@@ -105,15 +97,7 @@ impl CustomOp2 for AddRounded {
     fn name(&self) -> &'static str {
         "wick-add-rounded"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(2);
     fn cuda_fwd(
         &self,
         as_: &CudaStorage,
@@ -158,9 +142,7 @@ impl CustomOp1 for GeluErf {
     fn name(&self) -> &'static str {
         "wick-gelu-erf"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(1);
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let (dtype, n) = (xs.dtype(), xl.shape().elem_count());
         let dev = xs.device();
@@ -197,17 +179,7 @@ impl CustomOp3 for SwigluBackward {
     fn name(&self) -> &'static str {
         "wick-swiglu-backward"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         gs: &CudaStorage,
@@ -261,17 +233,7 @@ impl CustomOp3 for RmsNormBackward {
     fn name(&self) -> &'static str {
         "wick-rms-norm-backward"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         xs: &CudaStorage,
@@ -336,9 +298,7 @@ impl CustomOp1 for MergeHeads {
     fn name(&self) -> &'static str {
         "wick-merge-heads"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(1);
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let dtype = xs.dtype();
         let (b, h, s, d) = xl.shape().dims4()?;
@@ -413,17 +373,7 @@ impl CustomOp3 for LayerNormRows {
     fn name(&self) -> &'static str {
         "wick-layer-norm"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         xs: &CudaStorage,
@@ -493,17 +443,7 @@ impl CustomOp3 for EmbedLayerNorm {
     fn name(&self) -> &'static str {
         "wick-embed-layer-norm"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         is: &CudaStorage,
@@ -576,15 +516,7 @@ impl CustomOp2 for MaskedMean {
     fn name(&self) -> &'static str {
         "wick-masked-mean"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(2);
     fn cuda_fwd(
         &self,
         hs: &CudaStorage,
@@ -635,9 +567,7 @@ impl CustomOp1 for L2Normalize {
     fn name(&self) -> &'static str {
         "wick-l2-normalize"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
+    cuda_only_cpu_fwd!(1);
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout) -> Result<(CudaStorage, Shape)> {
         let (rows, cols) = xl.shape().dims2()?;
         if xs.dtype() != DType::F32 {

@@ -29,15 +29,7 @@ impl CustomOp2 for CeRows {
         "wick-ce-rows"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-ce-rows runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(2);
 
     fn cuda_fwd(
         &self,
@@ -100,17 +92,7 @@ impl CustomOp3 for CeRowsBackward {
         "wick-ce-rows-backward"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-ce-rows-backward runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(3);
 
     fn cuda_fwd(
         &self,

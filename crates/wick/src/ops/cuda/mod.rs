@@ -1,6 +1,46 @@
 //! The CUDA side of the op layer (feature `cuda`): device set-up, and the kernels the ops
 //! dispatch to when their inputs live on an NVIDIA GPU.
 
+/// The `cpu_fwd` of a custom op of 1, 2 or 3 inputs that runs on CUDA only: an error naming it.
+macro_rules! cuda_only_cpu_fwd {
+    (@body $self:ident) => {
+        candle_core::bail!("{} runs on CUDA only", $self.name())
+    };
+    (1) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            cuda_only_cpu_fwd!(@body self)
+        }
+    };
+    (2) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            cuda_only_cpu_fwd!(@body self)
+        }
+    };
+    (3) => {
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+            _: &candle_core::CpuStorage,
+            _: &candle_core::Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+            cuda_only_cpu_fwd!(@body self)
+        }
+    };
+}
+
 pub mod blaslt;
 pub mod decode_graph;
 pub mod elementwise;
