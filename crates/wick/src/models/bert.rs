@@ -283,16 +283,17 @@ impl Layer {
 
 /// `l(x) + residual`, the residual added inside the GEMM where the device can.
 fn dense_add(l: &Linear, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
-    let Some(weight) = l.weight() else {
-        candle_core::bail!("BERT layers need float weights")
-    };
-    crate::ops::linear::linear_add(x, weight, l.bias(), residual)
+    crate::ops::linear::linear_add(x, float_weight(l)?, l.bias(), residual)
 }
 
 fn dense(l: &Linear, x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
-    // BERT weights come from safetensors and are never quantized.
-    let Some(weight) = l.weight() else {
-        candle_core::bail!("BERT layers need float weights")
-    };
-    linear(x, weight, l.bias(), act)
+    linear(x, float_weight(l)?, l.bias(), act)
+}
+
+/// BERT weights come from safetensors and are never quantized.
+fn float_weight(l: &Linear) -> candle_core::Result<&Tensor> {
+    match l.weight() {
+        Some(w) => Ok(w),
+        None => candle_core::bail!("BERT layers need float weights"),
+    }
 }

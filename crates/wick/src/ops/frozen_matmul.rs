@@ -42,9 +42,7 @@ pub fn frozen_matmul(x: &Tensor, w: &FrozenWeight) -> Result<Tensor> {
     if matches!(x.device(), Device::Cpu) && x.dtype() == DType::F32 {
         return x.contiguous()?.apply_op1(FrozenMatmul(w.clone()));
     }
-    let wf = w.float(x.dtype(), x.device())?;
-    let y = super::linear::linear_frozen(&x.detach(), &wf, None)?;
-    drop(wf);
+    let y = frozen_matmul_untracked(x, w)?;
     let w = w.clone();
     let backward = move |_: &Tensor, g: &Tensor| frozen_matmul_backward(&w, g);
     with_backward(x, y, Box::new(backward))

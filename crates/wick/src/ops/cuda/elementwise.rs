@@ -8,7 +8,7 @@ use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::{CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::fused::{addr_of, alloc};
+use super::fused::{addr_of, alloc, contiguous};
 use super::kernels::func;
 
 /// Whether `t` can go to these kernels: on CUDA, f32/f16/bf16, contiguous, 16-byte aligned.
@@ -261,10 +261,6 @@ impl CustomOp3 for RmsNormBackward {
         let rows = xl.shape().elem_count() / cols;
         let dev = xs.device();
         let out = alloc(dev, dtype, rows * cols)?;
-        let contiguous = |l: &Layout, what: &str| match l.contiguous_offsets() {
-            Some((s, _)) => Ok(s),
-            None => candle_core::bail!("wick-rms-norm-backward: {what} is not contiguous"),
-        };
         let (x, w, g, dx) = (
             addr_of(xs, dtype, contiguous(xl, "x")?)?,
             addr_of(ws, dtype, contiguous(wl, "weight")?)?,
@@ -328,13 +324,6 @@ impl CustomOp1 for MergeHeads {
     }
 }
 
-fn contiguous_start(l: &Layout, what: &str) -> Result<usize> {
-    match l.contiguous_offsets() {
-        Some((s, _)) => Ok(s),
-        None => candle_core::bail!("wick kernel: {what} is not contiguous"),
-    }
-}
-
 /// The device address of a tensor held by an op (weights passed beside the op's inputs); the
 /// guard keeps the storage readable until the launch.
 fn held_addr(
@@ -345,7 +334,7 @@ fn held_addr(
     impl std::ops::Deref<Target = candle_core::Storage> + '_,
 )> {
     let (guard, layout) = t.storage_and_layout();
-    let start = contiguous_start(layout, "weight")?;
+    let start = contiguous(layout, "weight")?;
     let addr = match &*guard {
         candle_core::Storage::Cuda(s) if s.dtype() == dtype => addr_of(s, dtype, start)?,
         _ => candle_core::bail!("wick kernel: a weight is not {dtype:?} on the GPU"),
@@ -402,9 +391,9 @@ impl CustomOp3 for LayerNormRows {
         let dev = xs.device();
         let out = alloc(dev, dtype, rows * cols)?;
         let (x, w, b, y) = (
-            addr_of(xs, dtype, contiguous_start(xl, "x")?)?,
-            addr_of(ws, dtype, contiguous_start(wl, "weight")?)?,
-            addr_of(bs, dtype, contiguous_start(bl, "bias")?)?,
+            addr_of(xs, dtype, contiguous(xl, "x")?)?,
+            addr_of(ws, dtype, contiguous(wl, "weight")?)?,
+            addr_of(bs, dtype, contiguous(bl, "bias")?)?,
             addr_of(&out, dtype, 0)?,
         );
         let f = func(dev, "layer_norm_rows", dtype)?;
@@ -477,9 +466,9 @@ impl CustomOp3 for EmbedLayerNorm {
         let (w, _g1) = held_addr(&self.weight, dtype)?;
         let (b, _g2) = held_addr(&self.bias, dtype)?;
         let (ids, word, pos, y) = (
-            addr_of(is, DType::U32, contiguous_start(il, "ids")?)?,
-            addr_of(ws, dtype, contiguous_start(wl, "word embeddings")?)?,
-            addr_of(ps, dtype, contiguous_start(pl, "position embeddings")?)?,
+            addr_of(is, DType::U32, contiguous(il, "ids")?)?,
+            addr_of(ws, dtype, contiguous(wl, "word embeddings")?)?,
+            addr_of(ps, dtype, contiguous(pl, "position embeddings")?)?,
             addr_of(&out, dtype, 0)?,
         );
         let f = func(dev, "embed_layer_norm", dtype)?;
@@ -536,8 +525,8 @@ impl CustomOp2 for MaskedMean {
         let dev = hs.device();
         let out = alloc(dev, DType::F32, batch * cols)?;
         let (h, m, y) = (
-            addr_of(hs, dtype, contiguous_start(hl, "hidden")?)?,
-            addr_of(ms, DType::U32, contiguous_start(ml, "mask")?)?,
+            addr_of(hs, dtype, contiguous(hl, "hidden")?)?,
+            addr_of(ms, DType::U32, contiguous(ml, "mask")?)?,
             addr_of(&out, DType::F32, 0)?,
         );
         let f = func(dev, "masked_mean", dtype)?;
@@ -576,7 +565,7 @@ impl CustomOp1 for L2Normalize {
         let dev = xs.device();
         let out = alloc(dev, DType::F32, rows * cols)?;
         let (x, y) = (
-            addr_of(xs, DType::F32, contiguous_start(xl, "x")?)?,
+            addr_of(xs, DType::F32, contiguous(xl, "x")?)?,
             addr_of(&out, DType::F32, 0)?,
         );
         let f = dev

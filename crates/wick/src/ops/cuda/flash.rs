@@ -15,7 +15,7 @@ use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute;
 use candle_core::cuda_backend::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaDevice, CudaStorage};
 use candle_core::op::BackpropOp;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use half::{bf16, f16};
 
 use super::fused::addr_of;
@@ -261,17 +261,7 @@ impl CustomOp3 for FlashAttention {
         "wick-flash-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("wick-flash-attention runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(3);
 
     fn cuda_fwd(
         &self,

@@ -74,17 +74,7 @@ impl CustomOp3 for LtLinearAdd {
     fn name(&self) -> &'static str {
         "wick-lt-linear-add"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-lt-linear-add runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         xs: &CudaStorage,
@@ -173,15 +163,7 @@ impl CustomOp2 for LtLinear {
     fn name(&self) -> &'static str {
         "wick-lt-linear"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-lt-linear runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(2);
     fn cuda_fwd(
         &self,
         xs: &CudaStorage,
@@ -197,17 +179,7 @@ impl CustomOp3 for LtLinear {
     fn name(&self) -> &'static str {
         "wick-lt-linear-bias"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-lt-linear runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         xs: &CudaStorage,
@@ -232,15 +204,7 @@ impl CustomOp2 for RmsNorm {
     fn name(&self) -> &'static str {
         "wick-rms-norm"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-rms-norm runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(2);
     fn cuda_fwd(
         &self,
         xs: &CudaStorage,
@@ -316,17 +280,7 @@ impl CustomOp3 for DecodeAttention {
     fn name(&self) -> &'static str {
         "wick-decode-attention"
     }
-    fn cpu_fwd(
-        &self,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-        _: &candle_core::CpuStorage,
-        _: &Layout,
-    ) -> Result<(candle_core::CpuStorage, Shape)> {
-        candle_core::bail!("wick-decode-attention runs on CUDA only")
-    }
+    cuda_only_cpu_fwd!(3);
     fn cuda_fwd(
         &self,
         qs: &CudaStorage,

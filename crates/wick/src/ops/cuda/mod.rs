@@ -3,8 +3,8 @@
 
 /// The `cpu_fwd` of a custom op of 1, 2 or 3 inputs that runs on CUDA only: an error naming it.
 macro_rules! cuda_only_cpu_fwd {
-    (@body $self:ident) => {
-        candle_core::bail!("{} runs on CUDA only", $self.name())
+    (@body $self:ident, $op:ident) => {
+        candle_core::bail!("{} runs on CUDA only", candle_core::$op::name($self))
     };
     (1) => {
         fn cpu_fwd(
@@ -12,7 +12,7 @@ macro_rules! cuda_only_cpu_fwd {
             _: &candle_core::CpuStorage,
             _: &candle_core::Layout,
         ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            cuda_only_cpu_fwd!(@body self)
+            cuda_only_cpu_fwd!(@body self, CustomOp1)
         }
     };
     (2) => {
@@ -23,7 +23,7 @@ macro_rules! cuda_only_cpu_fwd {
             _: &candle_core::CpuStorage,
             _: &candle_core::Layout,
         ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            cuda_only_cpu_fwd!(@body self)
+            cuda_only_cpu_fwd!(@body self, CustomOp2)
         }
     };
     (3) => {
@@ -36,7 +36,7 @@ macro_rules! cuda_only_cpu_fwd {
             _: &candle_core::CpuStorage,
             _: &candle_core::Layout,
         ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-            cuda_only_cpu_fwd!(@body self)
+            cuda_only_cpu_fwd!(@body self, CustomOp3)
         }
     };
 }
