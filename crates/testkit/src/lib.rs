@@ -1,8 +1,11 @@
 //! Shared test helpers: where the real models and fixtures live, numeric comparison that
-//! reports the worst element, and a local hub-style HTTP server.
+//! reports the worst element, greedy-token comparisons that survive near-ties (and greedy runs
+//! of wick that record each step's margin), and a local hub-style HTTP server.
 
 pub mod cli;
 pub mod compare;
+pub mod greedy;
 pub mod http;
 pub mod hub_server;
+pub mod near_tie;
 pub mod paths;

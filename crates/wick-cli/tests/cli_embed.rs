@@ -156,3 +156,60 @@ fn missing_model_path_is_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("./no/such/model"), "{stderr}");
 }
+
+/// One error line, and no partial output on stdout.
+fn failure_line(args: &[&str]) -> String {
+    let out = wick(args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    println!("{stderr}");
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert_eq!(stderr.trim().lines().count(), 1, "one error line: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_gguf_file_as_embedding_model_is_refused_naming_it() {
+    let gguf =
+        testkit::paths::real_model("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let err = failure_line(&["embed", "--model", gguf.to_str().unwrap(), "x"]);
+    assert!(
+        err.contains("SmolLM2-135M-Instruct.Q4_1.gguf") && err.contains("GGUF"),
+        "{err}"
+    );
+    assert!(!err.contains("file not found"), "{err}");
+}
+
+/// A copy of MiniLM whose first LayerNorm weight is NaN: every output is NaN.
+fn minilm_with_nan_weights() -> tempfile::TempDir {
+    use wick::candle_core::{safetensors, Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(minilm()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() && entry.file_name() != "model.safetensors" {
+            std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+        } else if entry.path().is_dir() {
+            std::os::unix::fs::symlink(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let mut tensors = safetensors::load(minilm().join("model.safetensors"), &Device::Cpu).unwrap();
+    let name = tensors
+        .keys()
+        .find(|k| k.ends_with("embeddings.LayerNorm.weight"))
+        .unwrap()
+        .clone();
+    let n = tensors[&name].elem_count();
+    tensors.insert(
+        name,
+        Tensor::from_vec(vec![f32::NAN; n], n, &Device::Cpu).unwrap(),
+    );
+    safetensors::save(&tensors, tmp.path().join("model.safetensors")).unwrap();
+    tmp
+}
+
+#[test]
+fn nan_weights_fail_instead_of_printing_null_vectors() {
+    let model = minilm_with_nan_weights();
+    let err = failure_line(&["embed", "--model", model.path().to_str().unwrap(), "a", "b"]);
+    assert!(err.contains("NaN") && err.contains("text 0"), "{err}");
+}

@@ -59,6 +59,10 @@ pub enum Error {
     #[error("unsupported: {0}")]
     Unsupported(String),
 
+    /// A model whose output is NaN or infinite (corrupt or overflowing weights), for `what`.
+    #[error("{what}: the model produced NaN or infinite values (are its weights finite?)")]
+    NonFiniteOutput { what: String },
+
     #[error("{path}: cannot load tokenizer: {message}")]
     TokenizerLoad { path: PathBuf, message: String },
 

@@ -19,6 +19,21 @@ use crate::io::ModelFiles;
 use crate::models::bert::{BertConfig, BertModel};
 pub use pooling::{PoolingMode, PoolingSpec};
 
+/// Embedding models load from a Hugging Face folder; a single file (a GGUF, say) gets a clear
+/// refusal instead of "file.gguf/config.json: file not found".
+fn single_file_error(path: &std::path::Path) -> Error {
+    let what = if crate::io::gguf::is_gguf(path) {
+        "a GGUF file: embedding models from GGUF are not supported yet"
+    } else {
+        "a single file"
+    };
+    Error::Unsupported(format!(
+        "{} is {what}; give the model's folder in Hugging Face layout (config.json, \
+         model.safetensors, tokenizer.json)",
+        path.display()
+    ))
+}
+
 /// Per-call options; `None` means "what the model's files say".
 #[derive(Debug, Clone, Default)]
 pub struct EmbedOptions {
@@ -57,6 +72,9 @@ impl Embedder {
         dtype: DType,
         max_length: Option<usize>,
     ) -> Result<Self> {
+        if let ModelFiles::File(path) = files {
+            return Err(single_file_error(path));
+        }
         let config_path = files.require("config.json")?;
         let cfg = BertConfig::from_file(&config_path)?;
         let max_length = resolve_max_length(files, &cfg, max_length)?;
@@ -149,6 +167,18 @@ impl Embedder {
         for chunk in order.chunks(opts.batch_size) {
             let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
             let vectors = self.embed_batch(&batch, normalize)?;
+            // JSON has no NaN: left alone these would be written as `null` vectors.
+            if let Some(i) = chunk
+                .iter()
+                .zip(&vectors)
+                .filter(|(_, v)| v.iter().any(|x| !x.is_finite()))
+                .map(|(&i, _)| i)
+                .min()
+            {
+                return Err(Error::NonFiniteOutput {
+                    what: format!("text {i}"),
+                });
+            }
             for (&i, v) in chunk.iter().zip(vectors) {
                 out[i] = v;
             }

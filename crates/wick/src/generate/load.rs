@@ -57,10 +57,7 @@ fn with_adapter(mut model: LlamaModel, adapter: Option<&Path>) -> Result<LlamaMo
 }
 
 /// Whether `path` names a GGUF file (by its extension).
-pub fn is_gguf(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}
+pub use crate::io::gguf::is_gguf;
 
 fn load_gguf(
     path: &Path,

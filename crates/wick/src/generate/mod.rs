@@ -8,6 +8,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod load;
 pub mod sampler;
+pub mod score;
 pub mod stop;
 pub mod stream;
 

@@ -20,6 +20,12 @@ use crate::error::{Error, Result};
 
 mod scan;
 
+/// Whether `path` names a GGUF file (by its extension, as llama.cpp's tools do).
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
 /// An open GGUF file.
 pub struct GgufFile {
     path: PathBuf,
