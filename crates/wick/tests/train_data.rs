@@ -168,9 +168,16 @@ fn fields_named_to_ignore_are_let_through_and_others_still_rejected() {
     );
     let data = read_jsonl_with(&path, &opts).unwrap();
     assert_eq!(data.records.len(), 1);
-    let path = write(dir.path(), "typo.jsonl", "{\"id\": 1, \"txt\": \"a\"}\n");
+    let path = write(
+        dir.path(),
+        "typo.jsonl",
+        "{\"id\": 1, \"text\": \"a\", \"lang\": \"en\"}\n",
+    );
     let err = read_jsonl_with(&path, &opts).unwrap_err().to_string();
-    assert!(err.contains("typo.jsonl:1: unknown field \"txt\""), "{err}");
+    assert!(err.contains("typo.jsonl:1: unknown field \"lang\""), "{err}");
+    let path = write(dir.path(), "none.jsonl", "{\"id\": 1, \"txt\": \"a\"}\n");
+    let err = read_jsonl_with(&path, &opts).unwrap_err().to_string();
+    assert!(err.ends_with("found keys [\"txt\"]"), "{err}");
 }
 
 #[test]

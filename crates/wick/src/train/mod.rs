@@ -27,7 +27,7 @@ use candle_core::{Device, Tensor, Var};
 use crate::error::{Error, Result};
 
 pub use batch::{epoch_order, length_sorted_batches, Batch};
-pub use data::{read_jsonl, JsonlData, Record, Shape};
+pub use data::{read_jsonl, read_jsonl_with, DataOptions, JsonlData, Record, Shape};
 pub use examples::{tokenize, DataReport, Example, Overflow, TokenizeOptions};
 pub use optim::{AdamW, AdamWParams};
 pub use schedule::{Schedule, ScheduleKind};
