@@ -316,7 +316,7 @@ fn no_checkpoint_that_verifies_is_an_error_listing_why() {
     let before = snapshot(&run);
     let err = error_in(root.path(), &["train", "--resume", "runs/bad"]);
     assert!(
-        err.contains("runs/bad") && err.contains("no checkpoint") && err.contains("trainer_state.json"),
+        err.contains("runs/bad") && err.contains("no usable checkpoint") && err.contains("trainer_state.json"),
         "{err}"
     );
     assert!(snapshot(&run) == before, "nothing is written: {err}");

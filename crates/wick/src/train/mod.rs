@@ -13,6 +13,7 @@ pub mod data;
 pub mod examples;
 mod lora_model;
 pub mod loss;
+pub mod manifest;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
