@@ -114,7 +114,16 @@ fn bad_options_are_rejected_before_reading_anything() {
 
 #[test]
 fn a_negative_seed_gets_one_clear_error() {
-    let out = wick(&["--model", "x", "--data", "absent.jsonl", "--out", "o", "--seed", "-1"]);
+    let out = wick(&[
+        "--model",
+        "x",
+        "--data",
+        "absent.jsonl",
+        "--out",
+        "o",
+        "--seed",
+        "-1",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
@@ -154,9 +163,19 @@ fn unknown_roles_and_fields_in_the_data_name_the_line_before_loading() {
         "{\"id\": 7, \"text\": \"a\"}\n{\"id\": 8, \"text\": \"b\", \"src\": \"web\"}\n",
     );
     let err = error_line(&[
-        "--model", "x", "--data", &data, "--out", "o", "--ignore-fields", "id",
+        "--model",
+        "x",
+        "--data",
+        &data,
+        "--out",
+        "o",
+        "--ignore-fields",
+        "id",
     ]);
-    assert!(err.contains("extra.jsonl:2: unknown field \"src\""), "{err}");
+    assert!(
+        err.contains("extra.jsonl:2: unknown field \"src\""),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,9 +10,7 @@ mod tiny_run;
 
 use std::path::{Path, PathBuf};
 
-use tiny_run::{
-    chat_jsonl, error_in, ok_in, snapshot, tiny_chat_model, train_args, train_losses,
-};
+use tiny_run::{chat_jsonl, error_in, ok_in, snapshot, tiny_chat_model, train_args, train_losses};
 
 /// A temporary working directory with `model/` and `data/chat.jsonl`, and a finished 4-step
 /// run in `runs/orig` (checkpoints 2 and 4), trained with paths relative to the directory.
@@ -63,7 +61,10 @@ fn resuming_a_copied_run_writes_only_into_the_copy() {
 
     let err = ok_in(root.path(), &["train", "--resume", "runs/copy"]);
     assert!(
-        err.contains(&format!("saved {}", Path::new("runs/copy/checkpoint-4").display())),
+        err.contains(&format!(
+            "saved {}",
+            Path::new("runs/copy/checkpoint-4").display()
+        )),
         "{err}"
     );
     assert!(
@@ -79,10 +80,14 @@ fn a_moved_run_resumes_with_paths_relative_to_it() {
     let root = finished_run();
     let toml = std::fs::read_to_string(root.path().join("runs/orig/train.toml")).unwrap();
     assert!(
-        toml.contains("data = \"../../data/chat.jsonl\"") && toml.contains("model = \"../../model\""),
+        toml.contains("data = \"../../data/chat.jsonl\"")
+            && toml.contains("model = \"../../model\""),
         "paths are stored relative to the run folder: {toml}"
     );
-    assert!(!toml.contains("out ="), "the run folder is not stored: {toml}");
+    assert!(
+        !toml.contains("out ="),
+        "the run folder is not stored: {toml}"
+    );
     let want = train_losses(&root.path().join("runs/orig"));
     std::fs::remove_dir_all(root.path().join("runs/orig/checkpoint-4")).unwrap();
 
@@ -98,7 +103,10 @@ fn a_moved_run_resumes_with_paths_relative_to_it() {
     );
     assert!(err.contains("resuming from"), "{err}");
     let run = tree.join("runs/orig");
-    assert!(run.join("checkpoint-4/trainer_state.json").is_file(), "{err}");
+    assert!(
+        run.join("checkpoint-4/trainer_state.json").is_file(),
+        "{err}"
+    );
     assert_same_losses(&train_losses(&run), &want);
     assert!(
         std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
@@ -122,8 +130,14 @@ fn an_old_train_toml_with_out_resumes_into_the_folder_given() {
     .unwrap();
     let before = snapshot(&orig);
     let err = ok_in(root.path(), &["train", "--resume", "runs/copy"]);
-    assert!(snapshot(&orig) == before, "the original run was modified: {err}");
-    assert!(copy.join("checkpoint-4/trainer_state.json").is_file(), "{err}");
+    assert!(
+        snapshot(&orig) == before,
+        "the original run was modified: {err}"
+    );
+    assert!(
+        copy.join("checkpoint-4/trainer_state.json").is_file(),
+        "{err}"
+    );
     assert_same_losses(&train_losses(&copy), &train_losses(&orig));
 }
 
@@ -164,7 +178,13 @@ fn out_onto_an_existing_run_is_refused_and_changes_nothing() {
     let before = snapshot(&run);
     let args = train_args("model", "data/chat.jsonl", "runs/orig");
     let err = error_in(root.path(), &args);
-    for needle in ["runs/orig", "train.toml", "checkpoint-2", "--overwrite", "--resume"] {
+    for needle in [
+        "runs/orig",
+        "train.toml",
+        "checkpoint-2",
+        "--overwrite",
+        "--resume",
+    ] {
         assert!(err.contains(needle), "{needle}: {err}");
     }
     assert!(snapshot(&run) == before, "the run was modified: {err}");
@@ -174,7 +194,10 @@ fn out_onto_an_existing_run_is_refused_and_changes_nothing() {
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("metrics.jsonl"), "my metrics\n").unwrap();
     let err = error_in(root.path(), &train_args("model", "data/chat.jsonl", "mine"));
-    assert!(err.contains("mine") && err.contains("metrics.jsonl"), "{err}");
+    assert!(
+        err.contains("mine") && err.contains("metrics.jsonl"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(mine.join("metrics.jsonl")).unwrap(),
         "my metrics\n"
@@ -188,9 +211,18 @@ fn out_onto_a_folder_of_unrelated_files_trains_and_leaves_them() {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("README.md"), "my notes").unwrap();
     std::fs::write(dir.join("sub/data.csv"), "1,2").unwrap();
-    ok_in(root.path(), &train_args("model", "data/chat.jsonl", "notes"));
-    assert_eq!(std::fs::read_to_string(dir.join("README.md")).unwrap(), "my notes");
-    assert_eq!(std::fs::read_to_string(dir.join("sub/data.csv")).unwrap(), "1,2");
+    ok_in(
+        root.path(),
+        &train_args("model", "data/chat.jsonl", "notes"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("README.md")).unwrap(),
+        "my notes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sub/data.csv")).unwrap(),
+        "1,2"
+    );
     assert!(dir.join("checkpoint-4/trainer_state.json").is_file());
 }
 
@@ -205,12 +237,21 @@ fn overwrite_replaces_only_wicks_run_files() {
     args[steps + 1] = "2";
     args.push("--overwrite");
     ok_in(root.path(), &args);
-    assert_eq!(std::fs::read_to_string(run.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "mine"
+    );
     assert!(run.join("checkpoint-2/trainer_state.json").is_file());
-    assert!(!run.join("checkpoint-4").exists(), "the old run's checkpoint is gone");
+    assert!(
+        !run.join("checkpoint-4").exists(),
+        "the old run's checkpoint is gone"
+    );
     assert_eq!(train_losses(&run).len(), 2);
     let toml = std::fs::read_to_string(run.join("train.toml")).unwrap();
-    assert!(toml.contains("max_steps = 2") && !toml.contains("overwrite"), "{toml}");
+    assert!(
+        toml.contains("max_steps = 2") && !toml.contains("overwrite"),
+        "{toml}"
+    );
 }
 
 // ---- Checkpoint manifests and falling back ----
@@ -254,7 +295,10 @@ fn a_truncated_newest_checkpoint_falls_back_to_the_newest_that_verifies() {
         assert!(err.contains("checkpoint-2"), "{err}");
         assert_same_losses(&train_losses(&run), &want);
         // The rewritten checkpoint-4 verifies again.
-        ok_in(root.path(), &["train", "--resume", s(&run.join("checkpoint-4"))]);
+        ok_in(
+            root.path(),
+            &["train", "--resume", s(&run.join("checkpoint-4"))],
+        );
     }
 }
 
@@ -274,7 +318,8 @@ fn a_corrupt_checkpoint_of_the_same_size_is_caught_by_its_sha256() {
         &["train", "--resume", "runs/flip/checkpoint-4"],
     );
     assert!(
-        err.contains("checkpoint-4") && err.contains("optimizer.safetensors does not match its sha256"),
+        err.contains("checkpoint-4")
+            && err.contains("optimizer.safetensors does not match its sha256"),
         "{err}"
     );
     let err = ok_in(root.path(), &["train", "--resume", "runs/flip"]);
@@ -311,12 +356,18 @@ fn no_checkpoint_that_verifies_is_an_error_listing_why() {
     let run = root.path().join("runs/bad");
     copy_dir(&root.path().join("runs/orig"), &run);
     for step in [2, 4] {
-        std::fs::write(run.join(format!("checkpoint-{step}/trainer_state.json")), "{").unwrap();
+        std::fs::write(
+            run.join(format!("checkpoint-{step}/trainer_state.json")),
+            "{",
+        )
+        .unwrap();
     }
     let before = snapshot(&run);
     let err = error_in(root.path(), &["train", "--resume", "runs/bad"]);
     assert!(
-        err.contains("runs/bad") && err.contains("no usable checkpoint") && err.contains("trainer_state.json"),
+        err.contains("runs/bad")
+            && err.contains("no usable checkpoint")
+            && err.contains("trainer_state.json"),
         "{err}"
     );
     assert!(snapshot(&run) == before, "nothing is written: {err}");
@@ -332,24 +383,50 @@ fn readme_adapter_commands_work_on_a_training_output_folder() {
     ok_in(
         cwd,
         &[
-            "generate", "--model", "model", "--adapter", "runs/orig", "--chat", "--max-tokens",
-            "3", "--seed", "1", "Hello",
+            "generate",
+            "--model",
+            "model",
+            "--adapter",
+            "runs/orig",
+            "--chat",
+            "--max-tokens",
+            "3",
+            "--seed",
+            "1",
+            "Hello",
         ],
     );
     // `wick chat --model $M --adapter runs/chat`, a line from stdin.
     let out = testkit::cli::run(
         env!("CARGO_BIN_EXE_wick"),
         &[
-            "chat", "--model", &format!("{}/model", s(cwd)), "--adapter",
-            &format!("{}/runs/orig", s(cwd)), "--max-tokens", "3",
+            "chat",
+            "--model",
+            &format!("{}/model", s(cwd)),
+            "--adapter",
+            &format!("{}/runs/orig", s(cwd)),
+            "--max-tokens",
+            "3",
         ],
         b"Hello\n",
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // `wick merge --model $M --adapter runs/chat --out merged/`
     ok_in(
         cwd,
-        &["merge", "--model", "model", "--adapter", "runs/orig", "--out", "merged"],
+        &[
+            "merge",
+            "--model",
+            "model",
+            "--adapter",
+            "runs/orig",
+            "--out",
+            "merged",
+        ],
     );
     assert!(cwd.join("merged/model.safetensors").is_file());
 

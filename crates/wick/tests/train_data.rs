@@ -145,10 +145,12 @@ fn unknown_fields_are_rejected_naming_the_line_and_field() {
         "{err}"
     );
     let err = read_err("{\"prompt\": \"a\", \"completion\": \"b\", \"text\": \"c\"}\n");
-    assert!(err.contains("train.jsonl:1: unknown field \"text\""), "{err}");
-    let err = read_err(
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"weight\": 0}]}\n",
+    assert!(
+        err.contains("train.jsonl:1: unknown field \"text\""),
+        "{err}"
     );
+    let err =
+        read_err("{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"weight\": 0}]}\n");
     assert!(
         err.contains("train.jsonl:1: messages[0]: unknown field \"weight\""),
         "{err}"
@@ -174,7 +176,10 @@ fn fields_named_to_ignore_are_let_through_and_others_still_rejected() {
         "{\"id\": 1, \"text\": \"a\", \"lang\": \"en\"}\n",
     );
     let err = read_jsonl_with(&path, &opts).unwrap_err().to_string();
-    assert!(err.contains("typo.jsonl:1: unknown field \"lang\""), "{err}");
+    assert!(
+        err.contains("typo.jsonl:1: unknown field \"lang\""),
+        "{err}"
+    );
     let path = write(dir.path(), "none.jsonl", "{\"id\": 1, \"txt\": \"a\"}\n");
     let err = read_jsonl_with(&path, &opts).unwrap_err().to_string();
     assert!(err.ends_with("found keys [\"txt\"]"), "{err}");

@@ -206,11 +206,7 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
 }
 
 /// Sets the model's adapter weights and the optimizer moments from `ckpt`.
-pub fn load_weights(
-    ckpt: &Checkpoint,
-    model: &dyn TrainableModel,
-    opt: &mut AdamW,
-) -> Result<()> {
+pub fn load_weights(ckpt: &Checkpoint, model: &dyn TrainableModel, opt: &mut AdamW) -> Result<()> {
     model.load_adapter(&ckpt.dir)?;
     let origin = ckpt.dir.join(OPTIMIZER_FILE).display().to_string();
     opt.load_state(&ckpt.optimizer, ckpt.state.optimizer_steps, &origin)

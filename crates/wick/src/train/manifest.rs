@@ -128,6 +128,10 @@ fn digest(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    let hex = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok((total, hex))
 }
