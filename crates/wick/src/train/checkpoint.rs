@@ -154,6 +154,8 @@ pub fn read(dir: &Path, device: &Device) -> Result<Checkpoint> {
         candle_core::safetensors::load(file(name)?, device)
             .map_err(|e| bad(format!("{name} does not parse: {e}")))
     };
+    // Parsed here so a damaged adapter is caught before any weight is set; the model reads it
+    // again through its own `load_adapter`.
     tensors(ADAPTER_WEIGHTS)?;
     let optimizer = tensors(OPTIMIZER_FILE)?;
     Ok(Checkpoint {
