@@ -62,6 +62,26 @@ fn negative_top_k_is_a_parse_error_naming_the_flag() {
 }
 
 #[test]
+fn a_negative_or_too_large_seed_gets_one_clear_error() {
+    for seed in ["-1", "-5", "18446744073709551616", "1.5", "x"] {
+        for command in ["generate", "chat"] {
+            let mut args = vec![command, "--model", "x", "--seed", seed];
+            if command == "generate" {
+                args.push("hi");
+            }
+            let out = wick(&args, b"");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}: {stderr}");
+            let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+            assert_eq!(errors.len(), 1, "{stderr}");
+            let want = format!("--seed must be a non-negative integer below 2^64 (got {seed})");
+            assert!(errors[0].contains(&want), "{args:?}: {stderr}");
+            assert!(!stderr.contains("-- "), "no clap tip about `--`: {stderr}");
+        }
+    }
+}
+
+#[test]
 fn system_needs_chat() {
     let out = wick(&["generate", "--model", "x", "--system", "s", "hi"], b"");
     assert!(!out.status.success());

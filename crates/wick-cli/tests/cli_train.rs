@@ -113,6 +113,72 @@ fn bad_options_are_rejected_before_reading_anything() {
 }
 
 #[test]
+fn a_negative_seed_gets_one_clear_error() {
+    let out = wick(&[
+        "--model",
+        "x",
+        "--data",
+        "absent.jsonl",
+        "--out",
+        "o",
+        "--seed",
+        "-1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("--seed must be a non-negative integer below 2^64 (got -1)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("-- "), "no clap tip about `--`: {stderr}");
+}
+
+#[test]
+fn unknown_roles_and_fields_in_the_data_name_the_line_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(
+        dir.path(),
+        "chat.jsonl",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n\
+         {\"messages\": [{\"role\": \"bot\", \"content\": \"b\"}]}\n",
+    );
+    let err = error_line(&["--model", "x", "--data", &data, "--out", "o"]);
+    assert!(
+        err.contains("chat.jsonl:2: messages[0]: role \"bot\" is not supported"),
+        "{err}"
+    );
+    let data = write(
+        dir.path(),
+        "pc.jsonl",
+        "{\"promt\": \"a\", \"completion\": \"b\"}\n",
+    );
+    let err = error_line(&["--model", "x", "--data", &data, "--out", "o"]);
+    assert!(err.contains("pc.jsonl:1: unknown field \"promt\""), "{err}");
+    // Named extra fields can be let through on purpose.
+    let data = write(
+        dir.path(),
+        "extra.jsonl",
+        "{\"id\": 7, \"text\": \"a\"}\n{\"id\": 8, \"text\": \"b\", \"src\": \"web\"}\n",
+    );
+    let err = error_line(&[
+        "--model",
+        "x",
+        "--data",
+        &data,
+        "--out",
+        "o",
+        "--ignore-fields",
+        "id",
+    ]);
+    assert!(
+        err.contains("extra.jsonl:2: unknown field \"src\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn quantized_base_needs_a_gguf_model() {
     let dir = tempfile::tempdir().unwrap();
     let data = write(dir.path(), "train.jsonl", "{\"text\": \"a b c\"}\n");

@@ -52,6 +52,11 @@ pub enum Error {
         message: String,
     },
 
+    /// A checkpoint folder that is incomplete or does not match its manifest; `message` names
+    /// the file within it.
+    #[error("{path}: {message}")]
+    BadCheckpoint { path: PathBuf, message: String },
+
     /// Training cannot go on (too many non-finite losses, a checkpoint that does not fit the run).
     #[error("training stopped: {0}")]
     Training(String),

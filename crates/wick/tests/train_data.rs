@@ -10,7 +10,7 @@ use wick::io::chat_template::ChatTemplate;
 use wick::io::gguf::GgufFile;
 use wick::io::gguf_tokenizer::{special_tokens, tokenizer_from_gguf};
 use wick::tokenizers::Tokenizer;
-use wick::train::data::split;
+use wick::train::data::{read_jsonl_with, split, DataOptions};
 use wick::train::loss::IGNORE_INDEX;
 use wick::train::{
     epoch_order, length_sorted_batches, read_jsonl, tokenize, Overflow, Record, TokenizeOptions,
@@ -98,6 +98,91 @@ fn missing_and_mistyped_fields_name_the_line_and_field() {
     );
     let err = read_err("{\"input\": \"x\"}\n");
     assert!(err.contains("train.jsonl:1: expected {\"text\"}"), "{err}");
+}
+
+#[test]
+fn unknown_roles_are_rejected_naming_the_line_and_role() {
+    let err = read_err(
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"bot\", \"content\": \"b\"}]}\n",
+    );
+    assert!(
+        err.contains(
+            "train.jsonl:1: messages[1]: role \"bot\" is not supported (supported: system, developer, user, assistant)"
+        ),
+        "{err}"
+    );
+    let err = read_err("{\"messages\": [{\"role\": \"tool\", \"content\": \"{}\"}]}\n");
+    assert!(err.contains("messages[0]: role \"tool\""), "{err}");
+    let err = read_err("{\"messages\": [{\"role\": 1, \"content\": \"a\"}]}\n");
+    assert!(
+        err.contains("messages[0]: field \"role\" is not a string"),
+        "{err}"
+    );
+    // OpenAI's `developer` is the system role, as the server reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "train.jsonl",
+        "{\"messages\": [{\"role\": \"developer\", \"content\": \"be terse\"}, {\"role\": \"user\", \"content\": \"a\"}]}\n",
+    );
+    let data = read_jsonl(&path).unwrap();
+    let Record::Messages(m) = &data.records[0].1 else {
+        panic!("{:?}", data.records[0])
+    };
+    assert_eq!(m[0].role, "system");
+}
+
+#[test]
+fn unknown_fields_are_rejected_naming_the_line_and_field() {
+    let err = read_err("{\"promt\": \"a\", \"completion\": \"b\"}\n");
+    assert!(
+        err.contains("train.jsonl:1: unknown field \"promt\""),
+        "{err}"
+    );
+    let err = read_err("{\"text\": \"a\"}\n{\"text\": \"b\", \"source\": \"web\"}\n");
+    assert!(
+        err.contains("train.jsonl:2: unknown field \"source\"") && err.contains("{\"text\"}"),
+        "{err}"
+    );
+    let err = read_err("{\"prompt\": \"a\", \"completion\": \"b\", \"text\": \"c\"}\n");
+    assert!(
+        err.contains("train.jsonl:1: unknown field \"text\""),
+        "{err}"
+    );
+    let err =
+        read_err("{\"messages\": [{\"role\": \"user\", \"content\": \"a\", \"weight\": 0}]}\n");
+    assert!(
+        err.contains("train.jsonl:1: messages[0]: unknown field \"weight\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn fields_named_to_ignore_are_let_through_and_others_still_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DataOptions {
+        ignore_fields: vec!["id".into(), "name".into()],
+    };
+    let path = write(
+        dir.path(),
+        "train.jsonl",
+        "{\"id\": 1, \"messages\": [{\"role\": \"user\", \"name\": \"ann\", \"content\": \"a\"}]}\n",
+    );
+    let data = read_jsonl_with(&path, &opts).unwrap();
+    assert_eq!(data.records.len(), 1);
+    let path = write(
+        dir.path(),
+        "typo.jsonl",
+        "{\"id\": 1, \"text\": \"a\", \"lang\": \"en\"}\n",
+    );
+    let err = read_jsonl_with(&path, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("typo.jsonl:1: unknown field \"lang\""),
+        "{err}"
+    );
+    let path = write(dir.path(), "none.jsonl", "{\"id\": 1, \"txt\": \"a\"}\n");
+    let err = read_jsonl_with(&path, &opts).unwrap_err().to_string();
+    assert!(err.ends_with("found keys [\"txt\"]"), "{err}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use train_common::{random_batches, TinyModel};
 use wick::train::checkpoint::{self, OPTIMIZER_FILE, PAUSE_ENV, STATE_FILE};
@@ -274,7 +275,8 @@ fn sigkill_during_a_checkpoint_write_leaves_no_half_checkpoint() {
             let latest = checkpoint::latest(out.path()).unwrap();
             assert!(latest.as_deref() != Some(tmp.as_path()));
             if complete > 0 {
-                assert!(checkpoint::resolve_resume(out.path()).unwrap() != tmp);
+                let picked = checkpoint::newest_readable(out.path(), &Device::Cpu, &mut |_| {});
+                assert!(picked.unwrap().dir != tmp);
             }
         }
         // Stale .tmp directories are cleaned up by the next save of that step; remove this one
@@ -311,10 +313,10 @@ fn resuming_on_other_data_is_an_error() {
     // An output directory without a complete checkpoint has nothing to resume.
     let empty = tempfile::tempdir().unwrap();
     std::fs::create_dir(empty.path().join("checkpoint-3.tmp")).unwrap();
-    let err = checkpoint::resolve_resume(empty.path())
+    let err = checkpoint::newest_readable(empty.path(), &Device::Cpu, &mut |_| {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no complete checkpoint"), "{err}");
+    assert!(err.contains("no checkpoint to resume from"), "{err}");
 }
 
 #[test]
@@ -332,4 +334,56 @@ fn dropout_follows_the_trainers_seed_and_is_off_for_validation() {
     assert_ne!(a.0, p_loss, "dropout is applied in training steps");
     // The first step runs at lr 0 (warmup), so the weights are still the initial ones.
     assert_eq!(a.1, p_valid, "no dropout during validation");
+}
+
+#[test]
+fn every_checkpoint_has_a_manifest_and_a_damaged_one_is_skipped() {
+    use wick::train::manifest::{verify, Verified, MANIFEST_FILE};
+    let (dir, want) = uninterrupted();
+    for (_, ckpt) in checkpoint::list(dir.path()).unwrap() {
+        assert_eq!(verify(&ckpt).unwrap(), Verified::Yes, "{}", ckpt.display());
+    }
+    // The newest checkpoint's optimizer state cut short, the one before it without a manifest.
+    let out = tempfile::tempdir().unwrap();
+    for step in [16, 17] {
+        let from = dir.path().join(format!("checkpoint-{step}"));
+        let to = out.path().join(format!("checkpoint-{step}"));
+        std::fs::create_dir(&to).unwrap();
+        for f in std::fs::read_dir(&from).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let cut = out.path().join("checkpoint-17").join(OPTIMIZER_FILE);
+    let len = std::fs::metadata(&cut).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    std::fs::remove_file(out.path().join("checkpoint-16").join(MANIFEST_FILE)).unwrap();
+    let mut skipped = Vec::new();
+    let ckpt = checkpoint::newest_readable(out.path(), &Device::Cpu, &mut |l| {
+        skipped.push(l.to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        skipped,
+        [format!(
+            "skipping checkpoint-17: {OPTIMIZER_FILE} has {} bytes, {MANIFEST_FILE} says {len}",
+            len - 1
+        )]
+    );
+    assert!(ckpt.dir.ends_with("checkpoint-16") && !ckpt.verified);
+    let model = model();
+    let (train, valid) = (random_batches(11, VOCAB, 2), random_batches(3, VOCAB, 3));
+    let mut trainer = Trainer::from_checkpoint(&model, config(), train, valid, ckpt).unwrap();
+    trainer.run(Some(out.path()), &mut |_| {}).unwrap();
+    assert_same_run(&trainer.state().history, &want);
+    assert_eq!(
+        verify(&out.path().join("checkpoint-17")).unwrap(),
+        Verified::Yes,
+        "the damaged checkpoint was written again"
+    );
 }

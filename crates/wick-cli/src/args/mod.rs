@@ -30,3 +30,11 @@ impl ModelArgs {
         })
     }
 }
+
+/// `--seed`'s parser. The flag also takes negative numbers (`allow_negative_numbers`), so that
+/// `--seed -1` reaches this message instead of clap's tip about `--`.
+pub fn parse_seed(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("--seed must be a non-negative integer below 2^64 (got {text})"))
+}

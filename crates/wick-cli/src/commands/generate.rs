@@ -47,7 +47,7 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "ID=BIAS", allow_negative_numbers = true)]
     pub logit_bias: Vec<String>,
     /// Seed for reproducible sampling (a random one is printed on stderr otherwise).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::args::parse_seed)]
     pub seed: Option<u64>,
     /// Most tokens to generate (per reply in chat).
     #[arg(long, default_value_t = 512, allow_negative_numbers = true)]

@@ -3,7 +3,9 @@
 //!
 //! Every option is a flag or a key of a TOML file given with `--config` (the flag's name with
 //! underscores; flags win). The options of a fresh run are written to `OUT/train.toml`, which
-//! `--resume OUT` reads back, so a resumed run needs no other flags.
+//! `--resume OUT` reads back, so a resumed run needs no other flags (see [`run_dir`]).
+
+mod run_dir;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,9 +24,11 @@ use wick::train::data::split;
 use wick::train::metrics::{train_losses, valid_losses};
 use wick::train::plot::write_loss_png;
 use wick::train::{
-    length_sorted_batches, read_jsonl, tokenize, AdamWParams, Batch, Event, JsonlData, Overflow,
-    ScheduleKind, TokenizeOptions, TrainConfig, TrainableModel, Trainer,
+    length_sorted_batches, read_jsonl_with, tokenize, AdamWParams, Batch, DataOptions, Event,
+    JsonlData, Overflow, ScheduleKind, TokenizeOptions, TrainConfig, TrainableModel, Trainer,
 };
+
+use crate::args::parse_seed;
 
 /// Runs candle's elementwise ops on the calling thread unless `CANDLE_NUM_THREADS` says
 /// otherwise (GEMMs stay multi-threaded). candle splits every op over ≥ 64k elements across a
@@ -37,9 +41,6 @@ fn serial_elementwise_ops() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
-
-/// Name of the options file written into the output directory.
-const OPTIONS_FILE: &str = "train.toml";
 
 #[derive(Args, Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,11 +71,21 @@ pub struct TrainArgs {
     /// Hold out this fraction of --data for validation instead (seeded by --seed).
     #[arg(long, value_name = "FRACTION")]
     pub valid_split: Option<f64>,
-    /// Output directory: checkpoints, metrics.jsonl, loss.png and the final adapter.
+    /// Keys of the data's JSON objects (and messages) to skip, comma-separated (e.g. `id,source`);
+    /// any other unknown key is an error.
+    #[arg(long, value_name = "KEYS")]
+    pub ignore_fields: Option<String>,
+    /// Output directory: checkpoints, metrics.jsonl, loss.png and the final adapter. A folder
+    /// that already holds a run is refused (see --overwrite); other files in it are kept.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Continue a run from its latest complete checkpoint (DIR: an output directory or a
-    /// checkpoint-N inside one).
+    /// Replace the run already in --out (only wick's run files: train.toml, checkpoint-N,
+    /// metrics.jsonl, loss.png, the adapter files).
+    #[arg(long, conflicts_with = "resume")]
+    #[serde(skip)]
+    pub overwrite: bool,
+    /// Continue a run from its newest checkpoint that verifies (DIR: a run folder, or a
+    /// checkpoint-N inside one). Reads and writes only that run folder.
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// Longest example in tokens [default: 1024].
@@ -123,7 +134,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub max_grad_norm: Option<f64>,
     /// Seed of the data order, the validation split and the adapter init [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seed)]
     pub seed: Option<u64>,
     /// Visit batches in length order every epoch instead of a seeded shuffle.
     #[arg(long)]
@@ -174,6 +185,7 @@ impl TrainArgs {
             data,
             valid,
             valid_split,
+            ignore_fields,
             out,
             max_length,
             batch_size,
@@ -270,17 +282,6 @@ fn read_toml(path: &Path) -> Result<TrainArgs> {
     })
 }
 
-/// The output directory of a `--resume DIR`: DIR, or its parent when DIR is a checkpoint.
-fn resume_out(dir: &Path) -> PathBuf {
-    if dir.join(checkpoint::STATE_FILE).is_file() {
-        dir.parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| dir.to_path_buf())
-    } else {
-        dir.to_path_buf()
-    }
-}
-
 /// Wraps the loaded base model in fresh LoRA adapters (A from `lora.seed`, B zero) as a
 /// [`TrainableModel`]. On resume the trainer then loads the checkpoint's adapter weights.
 pub fn build_trainable(loaded: LoadedLm, lora: &LoraArgs) -> Result<Box<dyn TrainableModel>> {
@@ -301,14 +302,26 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
         None => args,
     };
-    if let Some(dir) = args.resume.clone() {
-        let saved = resume_out(&dir).join(OPTIONS_FILE);
-        if saved.is_file() {
-            args = args.over(read_toml(&saved)?);
+    let resume = match &args.resume {
+        Some(dir) => Some(run_dir::resume_target(dir)?),
+        None => None,
+    };
+    if let Some(target) = &resume {
+        if let Some(saved) = run_dir::saved_options(&target.run)? {
+            args = args.over(saved);
         }
-        if args.out.is_none() {
-            args.out = Some(resume_out(&dir));
+        // A resumed run writes only into its own folder.
+        if let Some(out) = &args.out {
+            if !run_dir::same_dir(out, &target.run) {
+                bail!(
+                    "--resume {} continues the run in {}; --out {} names another folder (drop --out)",
+                    args.resume.as_deref().unwrap_or(&target.run).display(),
+                    target.run.display(),
+                    out.display()
+                );
+            }
         }
+        args.out = Some(target.run.clone());
     }
     let Some(model_spec) = args.model.clone() else {
         bail!("--model is required (or `model` in the --config file)");
@@ -330,15 +343,44 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let resume_from = match &args.resume {
-        Some(dir) => Some(checkpoint::resolve_resume(dir)?),
+    if resume.is_none() {
+        run_dir::check_out(&out, args.overwrite)?;
+    }
+    let resume_from = match &resume {
+        Some(target) => {
+            let ckpt = match &target.checkpoint {
+                // Asked for by name: a bad checkpoint is an error, not a fallback.
+                Some(dir) => checkpoint::read(dir, &device)?,
+                None => checkpoint::newest_readable(&target.run, &device, &mut |line| {
+                    eprintln!("{line}")
+                })?,
+            };
+            if !ckpt.verified {
+                eprintln!(
+                    "{} has no {} (written by an older wick): loaded unverified",
+                    ckpt.dir.display(),
+                    checkpoint::MANIFEST_FILE
+                );
+            }
+            Some(ckpt)
+        }
         None => None,
     };
 
     // Data files are checked before the model is loaded.
-    let train_data = read_jsonl(&data_path)?;
+    let data_opts = DataOptions {
+        ignore_fields: args
+            .ignore_fields
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    };
+    let train_data = read_jsonl_with(&data_path, &data_opts)?;
     let (train_data, valid_data) = match (&args.valid, args.valid_split) {
-        (Some(v), _) => (train_data, Some(read_jsonl(v)?)),
+        (Some(v), _) => (train_data, Some(read_jsonl_with(v, &data_opts)?)),
         (None, Some(f)) if f > 0.0 => {
             let (t, v) = split(train_data, f, cfg.seed)?;
             (t, Some(v))
@@ -395,17 +437,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
 
     let model = build_trainable(loaded, &args.lora())?;
+    if args.overwrite {
+        run_dir::clear_run(&out)?;
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut trainer = match &resume_from {
-        Some(dir) => {
-            eprintln!("resuming from {}", dir.display());
-            Trainer::resume(model.as_ref(), cfg, train, valid, dir)?
+    let mut trainer = match resume_from {
+        Some(ckpt) => {
+            eprintln!("resuming from {}", ckpt.dir.display());
+            Trainer::from_checkpoint(model.as_ref(), cfg, train, valid, ckpt)?
         }
         None => {
-            let mut saved = args.clone();
-            saved.resume = None;
-            let text = toml::to_string(&saved).context("writing the run's options")?;
-            wick::io::npy::write_atomic(&out.join(OPTIONS_FILE), text.as_bytes())?;
+            run_dir::save_options(&args, &out)?;
             Trainer::new(model.as_ref(), cfg, train, valid)?
         }
     };

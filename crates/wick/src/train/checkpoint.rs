@@ -1,17 +1,25 @@
 //! Checkpoints: `OUT/checkpoint-{step}/` holding the adapter, `optimizer.safetensors` (AdamW
-//! moments) and `trainer_state.json` (step, data position, seed, schedule, metrics so far).
+//! moments), `trainer_state.json` (step, data position, seed, schedule, metrics so far) and,
+//! written last, `checkpoint.json` (each file's size and SHA-256, see [`manifest`]).
 //!
 //! Written crash-safe: every file goes to a temporary name and is renamed, and the directory is
 //! built as `checkpoint-{step}.tmp` and renamed last, so a kill at any point leaves either no
-//! `checkpoint-{step}` or a complete one. Readers only consider `checkpoint-<digits>`.
+//! `checkpoint-{step}` or a complete one. Readers only consider `checkpoint-<digits>`, and
+//! [`read`] checks the manifest and parses every file before anything is used, so a checkpoint
+//! damaged later (a full disk, a bad copy) is skipped by [`newest_readable`], not half-loaded.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::io::npy::write_atomic;
+pub use crate::train::manifest::MANIFEST_FILE;
+use crate::train::manifest::{self, Verified};
 use crate::train::optim::AdamW;
 use crate::train::trainer::TrainerState;
-use crate::train::{load_tensors, save_tensors_atomic, TrainableModel, ADAPTER_WEIGHTS};
+use crate::train::{save_tensors_atomic, TrainableModel, ADAPTER_WEIGHTS};
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "trainer_state.json";
@@ -52,6 +60,7 @@ pub fn save(
     let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Training(e.to_string()))?;
     write_atomic(&tmp.join(STATE_FILE), &json)?;
     pause();
+    manifest::write(&tmp)?;
     sync_dir(&tmp);
     if dir.exists() {
         // Rewriting the same step (a resumed run saving again): the older copy goes first.
@@ -69,8 +78,8 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// The step of a complete checkpoint directory name (`checkpoint-<digits>`).
-fn step_of(name: &str) -> Option<usize> {
+/// The step of a checkpoint directory name (`checkpoint-<digits>`).
+pub fn step_of(name: &str) -> Option<usize> {
     let digits = name.strip_prefix("checkpoint-")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -78,8 +87,8 @@ fn step_of(name: &str) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// Complete checkpoints under `out`, oldest first.
-pub fn list(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
+/// Every `checkpoint-<digits>` directory under `out`, complete or not, oldest first.
+pub fn candidates(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
     let mut found = Vec::new();
     let entries = match std::fs::read_dir(out) {
         Ok(e) => e,
@@ -88,10 +97,9 @@ pub fn list(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
     };
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(out, e))?;
-        let name = entry.file_name();
-        if let Some(step) = name.to_str().and_then(step_of) {
-            let path = entry.path();
-            if path.join(STATE_FILE).is_file() {
+        let path = entry.path();
+        if let Some(step) = entry.file_name().to_str().and_then(step_of) {
+            if path.is_dir() {
                 found.push((step, path));
             }
         }
@@ -100,25 +108,95 @@ pub fn list(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(found)
 }
 
-/// The latest complete checkpoint under `out`, if any.
+/// Checkpoints under `out` that hold a trainer state, oldest first (not verified: see [`read`]).
+pub fn list(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    Ok(candidates(out)?
+        .into_iter()
+        .filter(|(_, p)| p.join(STATE_FILE).is_file())
+        .collect())
+}
+
+/// The latest checkpoint under `out` that holds a trainer state, if any.
 pub fn latest(out: &Path) -> Result<Option<PathBuf>> {
     Ok(list(out)?.pop().map(|(_, p)| p))
 }
 
-/// What `--resume DIR` means: DIR itself when it is a checkpoint, else its latest checkpoint.
-pub fn resolve_resume(dir: &Path) -> Result<PathBuf> {
-    if dir.join(STATE_FILE).is_file() {
-        return Ok(dir.to_path_buf());
+/// A checkpoint read whole: its manifest checked and every file parsed.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: TrainerState,
+    /// The AdamW moments (`m.NAME`, `v.NAME`).
+    pub optimizer: HashMap<String, Tensor>,
+    /// False for a checkpoint without a manifest (written before manifests existed).
+    pub verified: bool,
+}
+
+/// Reads the checkpoint in `dir`: checks its manifest, then parses the trainer state, the adapter
+/// and the optimizer state. Any problem is an [`Error::BadCheckpoint`] naming the file.
+pub fn read(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    let bad = |message: String| Error::BadCheckpoint {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let verified = manifest::verify(dir)? == Verified::Yes;
+    let file = |name: &str| -> Result<PathBuf> {
+        let path = dir.join(name);
+        match path.is_file() {
+            true => Ok(path),
+            false => Err(bad(format!("{name} is missing"))),
+        }
+    };
+    let bytes = std::fs::read(file(STATE_FILE)?).map_err(|e| Error::io(dir.join(STATE_FILE), e))?;
+    let state: TrainerState = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(format!("{STATE_FILE} does not parse: {e}")))?;
+    let tensors = |name: &str| {
+        candle_core::safetensors::load(file(name)?, device)
+            .map_err(|e| bad(format!("{name} does not parse: {e}")))
+    };
+    // Parsed here so a damaged adapter is caught before any weight is set; the model reads it
+    // again through its own `load_adapter`.
+    tensors(ADAPTER_WEIGHTS)?;
+    let optimizer = tensors(OPTIMIZER_FILE)?;
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        state,
+        optimizer,
+        verified,
+    })
+}
+
+/// The newest checkpoint under `out` that [`read`] accepts. Each newer one that fails is
+/// reported through `on_skip` as `skipping checkpoint-N: WHY`; none at all is an error listing
+/// why each was skipped.
+pub fn newest_readable(
+    out: &Path,
+    device: &Device,
+    on_skip: &mut dyn FnMut(&str),
+) -> Result<Checkpoint> {
+    let mut skipped = Vec::new();
+    for (step, dir) in candidates(out)?.into_iter().rev() {
+        match read(&dir, device) {
+            Ok(c) => return Ok(c),
+            Err(Error::BadCheckpoint { message, .. }) => {
+                on_skip(&format!("skipping checkpoint-{step}: {message}"));
+                skipped.push(format!("checkpoint-{step}: {message}"));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    if !dir.is_dir() {
-        return Err(Error::MissingFile {
-            path: dir.to_path_buf(),
-            hint: Some("--resume needs a training output directory or a checkpoint".into()),
-        });
-    }
-    latest(dir)?.ok_or_else(|| Error::MissingFile {
-        path: dir.join("checkpoint-N"),
-        hint: Some("no complete checkpoint to resume from".into()),
+    let message = match skipped.is_empty() {
+        true => "no checkpoint to resume from (the run stopped before its first checkpoint; \
+                 start it again with --out and --overwrite)"
+            .to_string(),
+        false => format!(
+            "no usable checkpoint to resume from ({})",
+            skipped.join("; ")
+        ),
+    };
+    Err(Error::BadCheckpoint {
+        path: out.to_path_buf(),
+        message,
     })
 }
 
@@ -129,21 +207,9 @@ pub fn load_state(dir: &Path) -> Result<TrainerState> {
     serde_json::from_slice(&bytes).map_err(|e| Error::bad_config(&path, e.to_string()))
 }
 
-/// Restores the adapter weights and optimizer moments of a checkpoint.
-pub fn load_weights(
-    dir: &Path,
-    model: &dyn TrainableModel,
-    opt: &mut AdamW,
-    optimizer_steps: u64,
-) -> Result<()> {
-    if !dir.join(ADAPTER_WEIGHTS).is_file() {
-        return Err(Error::MissingFile {
-            path: dir.join(ADAPTER_WEIGHTS),
-            hint: None,
-        });
-    }
-    model.load_adapter(dir)?;
-    let path = dir.join(OPTIMIZER_FILE);
-    let tensors = load_tensors(&path, model.device())?;
-    opt.load_state(&tensors, optimizer_steps, &path.display().to_string())
+/// Sets the model's adapter weights and the optimizer moments from `ckpt`.
+pub fn load_weights(ckpt: &Checkpoint, model: &dyn TrainableModel, opt: &mut AdamW) -> Result<()> {
+    model.load_adapter(&ckpt.dir)?;
+    let origin = ckpt.dir.join(OPTIMIZER_FILE).display().to_string();
+    opt.load_state(&ckpt.optimizer, ckpt.state.optimizer_steps, &origin)
 }

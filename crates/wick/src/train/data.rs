@@ -5,8 +5,10 @@
 //! - `{"messages": [{"role": "...", "content": "..."}, ...]}`: rendered with the model's chat
 //!   template, only assistant turns trained by default.
 //!
-//! All lines of a file must have the same shape. Every problem is reported as
-//! `file:line: message` before any training starts.
+//! All lines of a file must have the same shape. Roles are those the server accepts
+//! ([`ROLES`], `developer` read as `system`); any other key is an error (a typo such as
+//! `"promt"` would otherwise be dropped in silence) unless [`DataOptions::ignore_fields`] names
+//! it. Every problem is reported as `file:line: message` before any training starts.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -63,8 +65,25 @@ impl JsonlData {
     }
 }
 
+/// The chat roles a `messages` line may use: the server's set (`developer` is OpenAI's newer
+/// name for `system` and is read as it).
+pub const ROLES: [&str; 4] = ["system", "developer", "user", "assistant"];
+
+/// How lenient reading is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataOptions {
+    /// Keys to skip wherever they appear (in a line's object and in each message), e.g.
+    /// dataset columns such as `id` or `source`; any other unknown key is an error.
+    pub ignore_fields: Vec<String>,
+}
+
 /// Reads and checks a JSONL file. Blank lines are skipped; a file with no records is an error.
 pub fn read_jsonl(path: &Path) -> Result<JsonlData> {
+    read_jsonl_with(path, &DataOptions::default())
+}
+
+/// [`read_jsonl`] with `opts`.
+pub fn read_jsonl_with(path: &Path, opts: &DataOptions) -> Result<JsonlData> {
     let file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::MissingFile {
             path: path.to_path_buf(),
@@ -79,7 +98,7 @@ pub fn read_jsonl(path: &Path) -> Result<JsonlData> {
         if line.trim().is_empty() {
             continue;
         }
-        let record = parse_line(&line).map_err(|m| Error::bad_data(path, Some(n), m))?;
+        let record = parse_line_with(&line, opts).map_err(|m| Error::bad_data(path, Some(n), m))?;
         if let Some((first_line, first)) = records.first() {
             if first.shape() != record.shape() {
                 let message = format!(
@@ -105,43 +124,99 @@ pub fn read_jsonl(path: &Path) -> Result<JsonlData> {
     })
 }
 
-/// One line to a record; the error is the message without the location.
+/// One line to a record (strict: no unknown keys); the error is the message without the
+/// location.
 pub fn parse_line(line: &str) -> std::result::Result<Record, String> {
+    parse_line_with(line, &DataOptions::default())
+}
+
+/// [`parse_line`] with `opts`.
+pub fn parse_line_with(line: &str, opts: &DataOptions) -> std::result::Result<Record, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(obj) = value else {
         return Err("expected a JSON object".into());
     };
-    if obj.contains_key("messages") {
-        let Some(Value::Array(list)) = obj.get("messages") else {
-            return Err(r#"field "messages" is not an array"#.into());
-        };
-        if list.is_empty() {
-            return Err(r#"field "messages" is empty"#.into());
-        }
-        let mut messages = Vec::with_capacity(list.len());
-        for (i, m) in list.iter().enumerate() {
-            let Value::Object(m) = m else {
-                return Err(format!("messages[{i}] is not an object"));
+    let (shape, keys): (Shape, &[&str]) = if obj.contains_key("messages") {
+        (Shape::Messages, &["messages"])
+    } else if obj.contains_key("prompt") || obj.contains_key("completion") {
+        (Shape::PromptCompletion, &["prompt", "completion"])
+    } else if obj.contains_key("text") {
+        (Shape::Text, &["text"])
+    } else {
+        let keys: Vec<&str> = obj
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !opts.ignore_fields.iter().any(|i| i == k))
+            .collect();
+        return Err(format!(
+            r#"expected {{"text"}}, {{"prompt","completion"}} or {{"messages"}}, found keys {keys:?}"#
+        ));
+    };
+    only_keys(&obj, keys, &format!("a {} line", shape.describe()), opts)?;
+    match shape {
+        Shape::Messages => {
+            let Some(Value::Array(list)) = obj.get("messages") else {
+                return Err(r#"field "messages" is not an array"#.into());
             };
-            let role = string_field(m, "role").map_err(|e| format!("messages[{i}]: {e}"))?;
-            let content = string_field(m, "content").map_err(|e| format!("messages[{i}]: {e}"))?;
-            messages.push(ChatMessage::new(role, content));
+            if list.is_empty() {
+                return Err(r#"field "messages" is empty"#.into());
+            }
+            let messages = list
+                .iter()
+                .enumerate()
+                .map(|(i, m)| message(m, opts).map_err(|e| format!("messages[{i}]: {e}")))
+                .collect::<std::result::Result<_, _>>()?;
+            Ok(Record::Messages(messages))
         }
-        return Ok(Record::Messages(messages));
-    }
-    if obj.contains_key("prompt") || obj.contains_key("completion") {
-        return Ok(Record::PromptCompletion {
+        Shape::PromptCompletion => Ok(Record::PromptCompletion {
             prompt: string_field(&obj, "prompt")?,
             completion: string_field(&obj, "completion")?,
-        });
+        }),
+        Shape::Text => Ok(Record::Text(string_field(&obj, "text")?)),
     }
-    if obj.contains_key("text") {
-        return Ok(Record::Text(string_field(&obj, "text")?));
+}
+
+fn message(m: &Value, opts: &DataOptions) -> std::result::Result<ChatMessage, String> {
+    let Value::Object(m) = m else {
+        return Err("not an object".into());
+    };
+    only_keys(m, &["role", "content"], "a message", opts)?;
+    let role = string_field(m, "role")?;
+    if !ROLES.contains(&role.as_str()) {
+        return Err(format!(
+            "role {role:?} is not supported (supported: {})",
+            ROLES.join(", ")
+        ));
     }
-    let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-    Err(format!(
-        r#"expected {{"text"}}, {{"prompt","completion"}} or {{"messages"}}, found keys {keys:?}"#
-    ))
+    let role = if role == "developer" {
+        "system".to_string()
+    } else {
+        role
+    };
+    Ok(ChatMessage::new(role, string_field(m, "content")?))
+}
+
+/// An error naming the first key of `obj` that is neither in `allowed` nor ignored.
+fn only_keys(
+    obj: &Map<String, Value>,
+    allowed: &[&str],
+    what: &str,
+    opts: &DataOptions,
+) -> std::result::Result<(), String> {
+    let unknown = obj
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()) && !opts.ignore_fields.contains(k));
+    match unknown {
+        Some(key) => Err(format!(
+            "unknown field {key:?} ({what} has only {})",
+            allowed
+                .iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => Ok(()),
+    }
 }
 
 fn string_field(obj: &Map<String, Value>, name: &str) -> std::result::Result<String, String> {

@@ -13,6 +13,7 @@ pub mod data;
 pub mod examples;
 mod lora_model;
 pub mod loss;
+pub mod manifest;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
@@ -27,7 +28,7 @@ use candle_core::{Device, Tensor, Var};
 use crate::error::{Error, Result};
 
 pub use batch::{epoch_order, length_sorted_batches, Batch};
-pub use data::{read_jsonl, JsonlData, Record, Shape};
+pub use data::{read_jsonl, read_jsonl_with, DataOptions, JsonlData, Record, Shape};
 pub use examples::{tokenize, DataReport, Example, Overflow, TokenizeOptions};
 pub use optim::{AdamW, AdamWParams};
 pub use schedule::{Schedule, ScheduleKind};

@@ -138,9 +138,7 @@ impl<'m> Trainer<'m> {
         })
     }
 
-    /// Continues from a checkpoint directory. What decides the numbers (schedule, optimizer,
-    /// accumulation, clipping, seed) comes from the checkpoint; `cfg` only sets the validation
-    /// and checkpoint intervals and the non-finite limit.
+    /// Continues from a checkpoint directory (read and verified by [`checkpoint::read`]).
     pub fn resume(
         model: &'m dyn TrainableModel,
         cfg: TrainConfig,
@@ -148,11 +146,25 @@ impl<'m> Trainer<'m> {
         valid: Vec<Batch>,
         dir: &Path,
     ) -> Result<Self> {
-        let state = checkpoint::load_state(dir)?;
+        let ckpt = checkpoint::read(dir, model.device())?;
+        Self::from_checkpoint(model, cfg, train, valid, ckpt)
+    }
+
+    /// Continues from a checkpoint already read. What decides the numbers (schedule, optimizer,
+    /// accumulation, clipping, seed) comes from the checkpoint; `cfg` only sets the validation
+    /// and checkpoint intervals and the non-finite limit.
+    pub fn from_checkpoint(
+        model: &'m dyn TrainableModel,
+        cfg: TrainConfig,
+        train: Vec<Batch>,
+        valid: Vec<Batch>,
+        ckpt: checkpoint::Checkpoint,
+    ) -> Result<Self> {
+        let state = &ckpt.state;
         if state.n_train_batches != train.len() || state.data_sha256 != fingerprint(&train) {
             return Err(Error::Training(format!(
                 "{}: the checkpoint was made with other training data ({} batches, this run has {}); resume with the same data, --max-length and --batch-size",
-                dir.display(),
+                ckpt.dir.display(),
                 state.n_train_batches,
                 train.len()
             )));
@@ -164,8 +176,8 @@ impl<'m> Trainer<'m> {
             ..state.config.clone()
         };
         let mut trainer = Trainer::new(model, run_cfg, train, valid)?;
-        checkpoint::load_weights(dir, model, &mut trainer.opt, state.optimizer_steps)?;
-        trainer.state = state;
+        checkpoint::load_weights(&ckpt, model, &mut trainer.opt)?;
+        trainer.state = ckpt.state;
         trainer.state.config = trainer.cfg.clone();
         Ok(trainer)
     }
