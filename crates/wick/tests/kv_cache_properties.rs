@@ -107,8 +107,8 @@ proptest! {
                     for i in 0..len {
                         model.columns.push(tag + (i * HEAD_DIM) as f32);
                     }
-                    for b in 0..batch {
-                        model.key_pos[b].extend(new_pos[b].iter().copied());
+                    for (keys, new) in model.key_pos.iter_mut().zip(&new_pos) {
+                        keys.extend(new.iter().copied());
                     }
                     tag += (batch * len * HEAD_DIM) as f32;
                 }
