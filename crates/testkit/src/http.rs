@@ -48,7 +48,11 @@ pub fn request(
     body: &[u8],
 ) -> std::io::Result<Response> {
     let mut stream = open(addr, method, path, headers, body)?;
-    let mut reader = BufReader::new(&mut stream);
+    read_response(&mut stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
+    let mut reader = BufReader::new(stream);
     let (status, headers) = read_head(&mut reader)?;
     let chunked = headers
         .iter()
@@ -78,13 +82,14 @@ pub fn open(
 ) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr)?;
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-    {
+    let given = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !given("host") {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    if !given("content-type") {
         head.push_str("Content-Type: application/json\r\n");
     }
     for (n, v) in headers {
@@ -94,6 +99,15 @@ pub fn open(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
     Ok(stream)
+}
+
+/// Sends `bytes` as they are (a whole request, head and body, written by the caller: to send
+/// requests the helpers above would not, e.g. without a Host or Content-Type header) and reads
+/// the response; the request should say `Connection: close`.
+pub fn raw(addr: &str, bytes: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.write_all(bytes)?;
+    read_response(&mut stream)
 }
 
 /// Status and lower-cased headers.

@@ -342,3 +342,97 @@ fn openai_client_gets_what_the_cli_gives_and_sigterm_drains() {
     let status = child.wait().unwrap();
     assert!(status.success(), "wick serve exited with {status}");
 }
+
+/// How `wick serve` with `args` started: what it printed before listening (and where), or how
+/// it exited instead. A server that listens is killed once its start-up lines are read.
+enum Start {
+    Listening { said: String, addr: String },
+    Exited { code: Option<i32>, said: String },
+}
+
+fn start_embedding_server(extra: &[&str], env: &[(&str, &str)]) -> Start {
+    let mut cmd = Command::new(wick());
+    cmd.args(["serve", "--embedding-model", minilm().to_str().unwrap()])
+        .args(["--port", "0"])
+        .args(extra)
+        .env_remove("WICK_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let code = child.wait().unwrap().code();
+            return Start::Exited { code, said };
+        }
+        said.push_str(&line);
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            let port = addr.rsplit(':').next().unwrap().to_string();
+            // It serves (on a non-loopback bind without --allowed-hosts, under any Host).
+            let host = match addr.starts_with("0.0.0.0:") {
+                true => "wick.example:1234".to_string(),
+                false => addr.clone(),
+            };
+            let probe = testkit::http::request(
+                &format!("127.0.0.1:{port}"),
+                "GET",
+                "/health",
+                &[("Host", &host)],
+                b"",
+            )
+            .unwrap();
+            assert_eq!(probe.status, 200, "{}", probe.text());
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return Start::Listening { said, addr };
+        }
+    }
+}
+
+#[test]
+fn an_empty_api_key_stops_the_start() {
+    let cases: [(&[&str], &[(&str, &str)], &str); 2] = [
+        (&["--api-key", ""], &[], "--api-key"),
+        (&[], &[("WICK_API_KEY", "")], "WICK_API_KEY"),
+    ];
+    for (args, env, named) in cases {
+        match start_embedding_server(args, env) {
+            Start::Exited { code, said } => {
+                assert_eq!(code, Some(1), "{said}");
+                assert!(said.contains(named) && said.contains("empty"), "{said}");
+            }
+            Start::Listening { said, .. } => panic!("served with an empty key ({named}): {said}"),
+        }
+    }
+}
+
+#[test]
+fn binding_all_interfaces_without_a_key_warns() {
+    match start_embedding_server(&["--host", "0.0.0.0"], &[]) {
+        Start::Listening { said, addr } => {
+            assert!(addr.starts_with("0.0.0.0:"), "{addr}");
+            let warnings: Vec<&str> = said.lines().filter(|l| l.contains("warning")).collect();
+            assert!(
+                warnings.iter().any(|l| l.contains("--api-key")),
+                "no warning about the missing key: {said}"
+            );
+            assert!(
+                warnings.iter().any(|l| l.contains("--allowed-hosts")),
+                "no warning about the Host check: {said}"
+            );
+        }
+        Start::Exited { said, .. } => panic!("did not start: {said}"),
+    }
+    // On loopback with a key: nothing to warn about.
+    match start_embedding_server(&["--api-key", "k"], &[]) {
+        Start::Listening { said, .. } => assert!(!said.contains("warning"), "{said}"),
+        Start::Exited { said, .. } => panic!("did not start: {said}"),
+    }
+}

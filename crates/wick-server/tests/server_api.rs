@@ -437,6 +437,11 @@ fn bad_input_gets_one_clear_error_and_the_server_keeps_serving() {
             "only allowed with",
         ),
         (with("frobnicate", json!(1)), "frobnicate", "unrecognized"),
+        (
+            with("logit_bias", json!({"99999999": 1})),
+            "logit_bias",
+            "99999999",
+        ),
     ];
     for (body, param, needle) in cases {
         let err = error_of(&post(&f.addr, chat, Some(KEY), &body), 400);
