@@ -93,12 +93,77 @@ impl ApiError {
     }
 
     pub fn not_found(path: &str) -> Self {
+        let path: String = path.chars().take(200).collect();
         ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("no route for {path}"),
             kind: "invalid_request_error",
             param: None,
             code: Some("unknown_url"),
+        }
+    }
+
+    /// 403: the request is understood but this server will not do it (`code` says which rule).
+    pub fn forbidden(param: Option<&str>, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code: Some(code),
+        }
+    }
+
+    /// 409: an adapter of that name is loaded and the request did not ask to replace it.
+    pub fn adapter_exists(name: &str) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!(
+                "an adapter named `{name}` is already loaded; send \"replace\": true to load \
+                 it again from the given path"
+            ),
+            kind: "invalid_request_error",
+            param: Some("name".into()),
+            code: Some("adapter_exists"),
+        }
+    }
+
+    /// 415: a body that is not `application/json`.
+    pub fn unsupported_media_type(got: Option<&str>) -> Self {
+        let got = match got {
+            Some(t) => format!("`{}`", t.chars().take(100).collect::<String>()),
+            None => "none".into(),
+        };
+        ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "request bodies must be sent with `Content-Type: application/json` (got {got})"
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_media_type"),
+        }
+    }
+
+    /// 405 naming the method, the path and what the path allows.
+    pub fn method_not_allowed(method: &str, path: &str, allow: &str) -> Self {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("{method} is not allowed on {path} (allowed: {allow})"),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("method_not_allowed"),
+        }
+    }
+
+    /// 400 for a request the server cannot check (e.g. no Host header).
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(code),
         }
     }
 

@@ -3,7 +3,6 @@
 //! with one JSON object or a stream of server-sent events ending with `[DONE]`.
 
 use std::convert::Infallible;
-use std::path::{Component, Path};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,9 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use wick::generate::FinishReason;
 
 use crate::error::ApiError;
-use crate::fields::ApiResult;
 use crate::generation::{GenEvent, GenSummary, Generator};
-use crate::params::GenParams;
+use crate::requests::{check_adapter_name, ApiResult, GenLimits, GenParams};
 use crate::server::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +42,17 @@ pub fn generator(state: &AppState) -> ApiResult<&Generator> {
     })
 }
 
+/// What `requests::parse_chat` / `parse_completion` check against on this server.
+pub fn gen_limits(state: &AppState, gen: &Generator) -> GenLimits {
+    GenLimits {
+        max_tokens: state.limits.max_tokens,
+        vocab_size: gen.vocab_size,
+    }
+}
+
 /// None for the base model, Some(adapter) for an adapter name; an adapter not loaded yet is
-/// looked up in the adapters folder and loaded (so a freshly trained one needs no restart).
+/// looked up in the adapters folder and loaded (so a freshly trained one needs no restart),
+/// if its name is one an adapter may have.
 pub async fn resolve_adapter(state: &AppState, model: &str) -> ApiResult<Option<String>> {
     let gen = generator(state)?;
     if model == gen.name {
@@ -54,23 +61,16 @@ pub async fn resolve_adapter(state: &AppState, model: &str) -> ApiResult<Option<
     if gen.has_adapter(model) {
         return Ok(Some(model.to_string()));
     }
-    if let Some(dir) = &gen.adapters_dir {
-        let candidate = dir.join(model);
-        if is_plain_name(model) && candidate.join(wick::lora::CONFIG_FILE).is_file() {
-            gen.load_adapter(model, candidate).await?;
-            return Ok(Some(model.to_string()));
+    let usable = check_adapter_name(model).is_ok() && !state.is_model_name(model);
+    if let Some(dir) = gen.adapter_paths.by_name(model).filter(|_| usable) {
+        match gen.load_adapter(model, dir, false).await {
+            Ok(()) => return Ok(Some(model.to_string())),
+            // Another request loaded it first.
+            Err(e) if e.code == Some("adapter_exists") => return Ok(Some(model.to_string())),
+            Err(e) => return Err(e),
         }
     }
     Err(ApiError::model_not_found(model, &state.model_names()))
-}
-
-/// A single path component (no separators, no `..`): safe to join onto the adapters folder.
-pub fn is_plain_name(name: &str) -> bool {
-    let mut parts = Path::new(name).components();
-    matches!(
-        (parts.next(), parts.next()),
-        (Some(Component::Normal(_)), None)
-    )
 }
 
 /// Queues the request and answers it (JSON, or SSE when `params.stream`).
@@ -108,11 +108,8 @@ fn budget(gen: &Generator, params: &GenParams, prompt: usize, limit: usize) -> A
             gen.context
         )));
     }
+    // `requests` has already held max_tokens to the server's limit.
     match params.max_tokens {
-        Some(n) if n > limit => Err(ApiError::invalid(
-            "max_tokens",
-            format!("`max_tokens` is {n}; this server allows at most {limit}"),
-        )),
         Some(n) if n > room => Err(ApiError::context_overflow(format!(
             "the prompt ({prompt} tokens) plus max_tokens ({n}) exceed the model's context of {} \
              tokens",
@@ -223,8 +220,10 @@ async fn collect(
     Err(ApiError::unavailable("the generation engine stopped"))
 }
 
-/// Forwards engine events as SSE chunks. When the client goes away the channel to it closes,
-/// this task ends and drops the engine's receiver, which cancels the generation.
+/// Forwards engine events as SSE chunks. When the client goes away hyper drops the response
+/// body, the channel to it closes, and this task ends at once (without waiting for the next
+/// event, which a queued request would not get) and drops the engine's receiver: that cancels
+/// the generation, queued or running.
 fn stream(
     state: Arc<AppState>,
     reply: Reply,
@@ -245,7 +244,12 @@ fn stream(
             return;
         }
         loop {
-            let ok = match events.recv().await {
+            let event = tokio::select! {
+                biased;
+                () = tx.closed() => return,
+                event = events.recv() => event,
+            };
+            let ok = match event {
                 Some(GenEvent::Delta(piece)) => send(reply.chunk(Some(&piece), None, false)).await,
                 Some(GenEvent::Done(summary)) => {
                     state

@@ -6,15 +6,18 @@
 //! one worker owns the encoder and batches concurrent embedding requests by a token budget.
 //! Bounded queues answer 429 with `Retry-After` when full.
 
+mod access;
+mod adapter_paths;
+mod config;
 mod embedding;
 mod error;
-mod fields;
 mod generate_route;
 mod generation;
 mod metrics;
-mod params;
+pub mod requests;
 mod routes;
 mod server;
 
+pub use config::ServerConfig;
 pub use error::ApiError;
-pub use server::{router, serve, AppState, ServerConfig, ServerHandle};
+pub use server::{router, serve, AppState, ServerHandle};

@@ -55,7 +55,17 @@ pub struct Metrics {
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     embedding_tokens: AtomicU64,
-    cancelled: AtomicU64,
+    cancelled_queued: AtomicU64,
+    cancelled_running: AtomicU64,
+}
+
+/// Where a generation was when its client left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelStage {
+    /// Waiting for a place: removed from the queue, never prefilled.
+    Queued,
+    /// Decoding: stopped at the next step.
+    Running,
 }
 
 /// Queue depths read at render time (they live with the engines).
@@ -95,8 +105,12 @@ impl Metrics {
             .fetch_add(tokens as u64, Ordering::Relaxed);
     }
 
-    pub fn add_cancelled(&self) {
-        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    pub fn add_cancelled(&self, stage: CancelStage, n: usize) {
+        let counter = match stage {
+            CancelStage::Queued => &self.cancelled_queued,
+            CancelStage::Running => &self.cancelled_running,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn render(&self, queues: QueueDepths) -> String {
@@ -154,14 +168,20 @@ impl Metrics {
             let _ = writeln!(out, "{name}{{{label}}} {}", n.load(Ordering::Relaxed));
         }
         out.push_str(
-            "# HELP wick_generations_cancelled_total Generations ended by a client leaving.\n",
+            "# HELP wick_generations_cancelled_total Generations ended by a client leaving, by \
+             where they were (queued: removed unstarted; running: stopped mid-decode).\n",
         );
         out.push_str("# TYPE wick_generations_cancelled_total counter\n");
-        let _ = writeln!(
-            out,
-            "wick_generations_cancelled_total {}",
-            self.cancelled.load(Ordering::Relaxed)
-        );
+        for (stage, n) in [
+            ("queued", &self.cancelled_queued),
+            ("running", &self.cancelled_running),
+        ] {
+            let _ = writeln!(
+                out,
+                "wick_generations_cancelled_total{{stage=\"{stage}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         out.push_str("# HELP wick_queue_depth Requests waiting for the engine.\n");
         out.push_str("# TYPE wick_queue_depth gauge\n");
         let _ = writeln!(

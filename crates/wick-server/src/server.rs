@@ -1,10 +1,10 @@
-//! The router, shared state and middleware (API key, metrics), and starting/stopping the
-//! server: models are loaded before the port opens; shutdown stops accepting, lets in-flight
-//! requests (streams included) finish, then stops the engines.
+//! The router, shared state and middleware (access rules, metrics), and starting/stopping the
+//! server: settings are checked and models loaded before the port opens; shutdown stops
+//! accepting, lets in-flight requests (streams included) finish, then stops the engines.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,71 +12,26 @@ use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use wick::candle_core::{DType, Device};
+use wick::candle_core::DType;
 use wick::embed::Embedder;
 use wick::generate::load::load_causal_lm;
 use wick::io::ModelFiles;
 use wick::tokenizers::Tokenizer;
 
+use crate::access::{self, AccessPolicy};
+use crate::adapter_paths::AdapterPaths;
+use crate::config::ServerConfig;
 use crate::embedding::EmbeddingService;
 use crate::error::ApiError;
-use crate::fields::{ApiResult, Body};
 use crate::generation::{EngineOptions, Generator};
 use crate::metrics::Metrics;
+use crate::requests::{check_adapter_name, ApiResult};
 use crate::routes;
-
-/// Everything `wick serve` can be told.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Decoder for chat and completions (GGUF file, safetensors dir or hub id).
-    pub model: Option<String>,
-    /// The name clients use for it (default: the file or directory name).
-    pub model_name: Option<String>,
-    /// Sentence-embedding model (directory or hub id).
-    pub embedding_model: Option<String>,
-    pub embedding_model_name: Option<String>,
-    /// Adapters loaded at start (each subfolder with adapter_config.json), and where unknown
-    /// model names are looked up later.
-    pub adapters_dir: Option<PathBuf>,
-    pub device: Device,
-    /// None keeps GGUF weights quantized (f32 otherwise), as `wick generate` does.
-    pub dtype: Option<DType>,
-    pub api_key: Option<String>,
-    pub max_body_bytes: usize,
-    /// Most tokens one request may generate.
-    pub max_tokens: usize,
-    /// Most sequences decoded together.
-    pub max_running: usize,
-    /// Most requests waiting per engine; more get 429.
-    pub queue_size: usize,
-    /// Token budget of one embedding batch; 0 embeds each request on its own.
-    pub max_batch_tokens: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            model: None,
-            model_name: None,
-            embedding_model: None,
-            embedding_model_name: None,
-            adapters_dir: None,
-            device: Device::Cpu,
-            dtype: None,
-            api_key: None,
-            max_body_bytes: 2 * 1024 * 1024,
-            max_tokens: 2048,
-            max_running: 16,
-            queue_size: 256,
-            max_batch_tokens: 8192,
-        }
-    }
-}
 
 pub struct Limits {
     pub max_body_bytes: usize,
@@ -89,17 +44,18 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub api_key: Option<String>,
+    pub allowed_hosts: Vec<String>,
+    pub cors_origins: Vec<String>,
 }
 
 impl AppState {
     /// Loads the models and starts their engines (and any adapters in the adapters folder).
     pub async fn load(config: &ServerConfig) -> Result<Arc<AppState>> {
-        if config.model.is_none() && config.embedding_model.is_none() {
-            anyhow::bail!("nothing to serve: give --model and/or --embedding-model");
-        }
+        config.check()?;
+        let paths = AdapterPaths::new(config.adapters_dir.as_deref(), config.allow_adapter_paths)?;
         let metrics = Arc::new(Metrics::default());
         let generator = match &config.model {
-            Some(m) => Some(start_generator(config, m, metrics.clone())?),
+            Some(m) => Some(start_generator(config, m, paths.clone(), metrics.clone())?),
             None => None,
         };
         let embedder = match &config.embedding_model {
@@ -114,16 +70,31 @@ impl AppState {
                 max_body_bytes: config.max_body_bytes,
                 max_tokens: config.max_tokens,
             },
-            api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+            api_key: config.api_key.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
+            cors_origins: config.cors_origins.clone(),
         };
-        if let (Some(gen), Some(dir)) = (&state.generator, &config.adapters_dir) {
+        if let (Some(gen), Some(dir)) = (&state.generator, paths.root()) {
             for (name, path) in adapter_dirs(dir)? {
-                gen.load_adapter(&name, path.clone())
+                if state.is_model_name(&name) {
+                    anyhow::bail!(
+                        "the adapter folder {} is named like a served model; rename it (or the \
+                         model, with --model-name / --embedding-model-name)",
+                        path.display()
+                    );
+                }
+                gen.load_adapter(&name, path.clone(), false)
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
         }
         Ok(Arc::new(state))
+    }
+
+    /// The base model's or the embedding model's name (which no adapter may take).
+    pub fn is_model_name(&self, name: &str) -> bool {
+        self.generator.as_ref().is_some_and(|g| g.name == name)
+            || self.embedder.as_ref().is_some_and(|e| e.name == name)
     }
 
     /// Every model name a request may use.
@@ -140,7 +111,12 @@ impl AppState {
     }
 }
 
-fn start_generator(config: &ServerConfig, model: &str, metrics: Arc<Metrics>) -> Result<Generator> {
+fn start_generator(
+    config: &ServerConfig,
+    model: &str,
+    paths: AdapterPaths,
+    metrics: Arc<Metrics>,
+) -> Result<Generator> {
     let files = ModelFiles::resolve(model)?;
     let loaded = load_causal_lm(&files, &config.device, config.dtype, None)
         .with_context(|| format!("loading model {}", files.describe()))?;
@@ -152,13 +128,7 @@ fn start_generator(config: &ServerConfig, model: &str, metrics: Arc<Metrics>) ->
         max_running: config.max_running.max(1),
         queue_size: config.queue_size,
     };
-    Ok(Generator::start(
-        name,
-        loaded,
-        options,
-        config.adapters_dir.clone(),
-        metrics,
-    )?)
+    Ok(Generator::start(name, loaded, options, paths, metrics)?)
 }
 
 fn start_embedder(
@@ -199,26 +169,39 @@ fn default_name(model: &str) -> String {
     model.to_string()
 }
 
-/// Subfolders of `dir` holding an adapter_config.json, by folder name, sorted.
-fn adapter_dirs(dir: &std::path::Path) -> Result<Vec<(String, PathBuf)>> {
+/// Subfolders of `dir` holding an adapter_config.json, by folder name, sorted, resolved (an
+/// entry may be the operator's symlink). A name clients could not use stops the start.
+fn adapter_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("reading the adapters folder {}", dir.display()))?;
     let mut out = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(str::to_string);
-        if let Some(name) = name.filter(|_| path.join(wick::lora::CONFIG_FILE).is_file()) {
-            out.push((name, path));
+        if !path.join(wick::lora::CONFIG_FILE).is_file() {
+            continue;
         }
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+        let name = name.unwrap_or_default();
+        check_adapter_name(&name)
+            .map_err(|why| anyhow::anyhow!("the adapter folder {}: {why}", path.display()))?;
+        let resolved = path
+            .canonicalize()
+            .with_context(|| format!("resolving the adapter folder {}", path.display()))?;
+        out.push((name, resolved));
     }
     out.sort();
     Ok(out)
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+/// The routes behind the access rules for a server bound to `bound`. Layers run outermost
+/// first: metrics, Host, Origin/CORS, API key, JSON bodies, then the route (405s as JSON).
+pub fn router(state: Arc<AppState>, bound: SocketAddr) -> Router {
+    let policy = Arc::new(AccessPolicy::new(
+        bound,
+        &state.allowed_hosts,
+        &state.cors_origins,
+        state.api_key.clone(),
+    ));
     Router::new()
         .route("/v1/embeddings", post(routes::embeddings::handle))
         .route("/v1/chat/completions", post(routes::chat::handle))
@@ -229,24 +212,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(routes::admin::metrics))
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn(access::json_method_not_allowed))
+        .layer(middleware::from_fn(access::require_json))
+        .layer(middleware::from_fn_with_state(
+            policy.clone(),
+            access::authorize,
+        ))
+        .layer(middleware::from_fn_with_state(
+            policy.clone(),
+            access::check_origin,
+        ))
+        .layer(middleware::from_fn_with_state(policy, access::check_host))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .with_state(state)
-}
-
-/// 401 without the API key (when one is set); `/health` stays open for probes.
-async fn authorize(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(key) = &state.api_key {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if req.uri().path() != "/health" && given != Some(key.as_str()) {
-            return ApiError::unauthorized().into_response();
-        }
-    }
-    next.run(req).await
 }
 
 /// Counts every request by route and status with its time to the response head.
@@ -265,10 +243,10 @@ async fn record(State(state): State<Arc<AppState>>, req: Request, next: Next) ->
     response
 }
 
-/// The body as a JSON object; an oversized body gets 413 in OpenAI's error format.
-pub fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> ApiResult<Body> {
+/// The body's bytes (for `requests::parse_*`); an oversized body gets 413 in OpenAI's format.
+pub fn body_bytes(state: &AppState, body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     match body {
-        Ok(bytes) => Body::parse(&bytes),
+        Ok(bytes) => Ok(bytes),
         Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             Err(ApiError::too_large(state.limits.max_body_bytes))
         }
@@ -289,7 +267,8 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(state))
+    let bound = listener.local_addr().context("reading the bound address")?;
+    axum::serve(listener, router(state, bound))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")

@@ -71,7 +71,7 @@ fn load(f: &Fixture, body: Value) -> testkit::http::Response {
 fn chat(f: &Fixture, model: &str) -> testkit::http::Response {
     let body = json!({
         "model": model, "messages": [{"role": "user", "content": USER}],
-        "temperature": 0, "max_tokens": 12,
+        "temperature": 0, "max_tokens": 24,
     });
     post(&f.addr, "/v1/chat/completions", None, &body)
 }
@@ -109,7 +109,10 @@ fn paths_outside_the_adapters_folder_are_refused() {
         assert_eq!(err["param"], "path", "{path}: {err}");
         assert_eq!(err["code"], "adapter_path_not_allowed", "{path}: {err}");
         assert!(
-            err["message"].as_str().unwrap().contains("--allow-adapter-paths"),
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("--allow-adapter-paths"),
             "{err}"
         );
     }
@@ -132,20 +135,29 @@ fn a_loaded_name_is_not_replaced_unless_asked() {
     let f = fixture();
     let second = f.root().join("nested").join("second");
     let original = chat_text(&chat(f, "at-start"));
+    let r = load(f, json!({"name": "second-ref", "path": second}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let from_second = chat_text(&chat(f, "second-ref"));
+    assert_ne!(
+        from_second, original,
+        "the two test adapters must answer differently"
+    );
     let r = load(f, json!({"name": "at-start", "path": second}));
     let err = error_of(&r, 409);
     assert_eq!(err["param"], "name");
     assert_eq!(err["code"], "adapter_exists");
-    assert!(err["message"].as_str().unwrap().contains("\"replace\": true"));
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("\"replace\": true"));
     assert_eq!(chat_text(&chat(f, "at-start")), original);
 
-    let r = load(f, json!({"name": "at-start", "path": second, "replace": true}));
+    let r = load(
+        f,
+        json!({"name": "at-start", "path": second, "replace": true}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
-    let replaced = chat_text(&chat(f, "at-start"));
-    assert_ne!(replaced, original);
-    let r = load(f, json!({"name": "second-ref", "path": second}));
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(chat_text(&chat(f, "second-ref")), replaced);
+    assert_eq!(chat_text(&chat(f, "at-start")), from_second);
 }
 
 #[test]
@@ -177,7 +189,10 @@ fn adapter_names_are_validated() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = load(f, json!({"name": "z".repeat(64), "path": second}));
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = load(f, json!({"name": "typed", "path": second, "replace": "yes"}));
+    let r = load(
+        f,
+        json!({"name": "typed", "path": second, "replace": "yes"}),
+    );
     assert_eq!(error_of(&r, 400)["param"], "replace");
 }
 

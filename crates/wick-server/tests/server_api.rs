@@ -295,17 +295,17 @@ fn adapters_by_name_at_start_and_hot_loaded_equal_the_library() {
     let dropped = f.adapters.path().join("dropped-later");
     write_adapter(&dropped, 1.0);
     let with_dropped = reference_chat(user, 20, Some(&dropped));
-    // Loaded through the API from elsewhere.
-    let elsewhere = tempfile::tempdir().unwrap();
-    write_adapter(elsewhere.path(), 2.0);
+    // Loaded through the API from a path inside the folder (relative to it).
+    let nested = f.adapters.path().join("runs").join("posted-source");
+    write_adapter(&nested, 2.0);
     let r = post(
         &f.addr,
         "/v1/adapters",
         Some(KEY),
-        &json!({"name": "posted", "path": elsewhere.path()}),
+        &json!({"name": "posted", "path": "runs/posted-source"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let with_posted = reference_chat(user, 20, Some(elsewhere.path()));
+    let with_posted = reference_chat(user, 20, Some(&nested));
 
     // All four at once: each request decodes with its own adapter.
     let cases = [
@@ -347,9 +347,16 @@ fn adapters_by_name_at_start_and_hot_loaded_equal_the_library() {
         &f.addr,
         "/v1/adapters",
         Some(KEY),
-        &json!({"name": "nothing", "path": "/nonexistent"}),
+        &json!({"name": "nothing", "path": "nonexistent"}),
     );
     assert_eq!(error_of(&bad, 400)["param"], "path");
+    let outside = post(
+        &f.addr,
+        "/v1/adapters",
+        Some(KEY),
+        &json!({"name": "nothing", "path": "/nonexistent"}),
+    );
+    assert_eq!(error_of(&outside, 403)["code"], "adapter_path_not_allowed");
 }
 
 #[test]
@@ -565,7 +572,7 @@ fn a_client_that_hangs_up_cancels_its_generation() {
     let cancelled = || {
         metric(
             &get(&f.addr, "/metrics", Some(KEY)).text(),
-            "wick_generations_cancelled_total",
+            "wick_generations_cancelled_total{stage=\"running\"}",
         )
     };
     let before = cancelled();

@@ -53,7 +53,11 @@ fn queue_depth(addr: &str) -> f64 {
 fn wait_until(what: &str, mut done: impl FnMut() -> bool, status: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(180);
     while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting: {what}; {}", status());
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting: {what}; {}",
+            status()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -61,13 +65,23 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool, status: impl Fn() -> S
 /// Opens a streamed chat and reads up to its first `data:` line (the role chunk, which a queued
 /// request gets at once) or its first content chunk.
 fn open_stream(addr: &str, max_tokens: usize, until_content: bool) -> BufReader<TcpStream> {
-    let stream = open(addr, "POST", "/v1/chat/completions", &[], &body(max_tokens, true)).unwrap();
+    let stream = open(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &body(max_tokens, true),
+    )
+    .unwrap();
     let mut reader = BufReader::new(stream);
     assert_eq!(read_head(&mut reader).unwrap().0, 200);
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended early");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
         let content = line.contains("\"content\":\"") && !line.contains("\"content\":\"\"");
         if line.starts_with("data:") && (!until_content || content) {
             return reader;
@@ -99,7 +113,16 @@ fn hung_up_requests_leave_the_queue_at_once_and_a_live_one_runs() {
     let holder = open_stream(&addr, 2000, true);
     // Non-streamed requests queue behind it; their clients then hang up.
     let unstreamed: Vec<TcpStream> = (0..UNSTREAMED_DEAD)
-        .map(|_| open(&addr, "POST", "/v1/chat/completions", &[], &body(200, false)).unwrap())
+        .map(|_| {
+            open(
+                &addr,
+                "POST",
+                "/v1/chat/completions",
+                &[],
+                &body(200, false),
+            )
+            .unwrap()
+        })
         .collect();
     wait_until(
         "the unstreamed requests are queued",
@@ -138,10 +161,21 @@ fn hung_up_requests_leave_the_queue_at_once_and_a_live_one_runs() {
     assert_eq!(cancelled(&addr, "queued"), dead, "{}", status());
     assert_eq!(cancelled(&addr, "running"), 1.0, "{}", status());
     let m = metrics(&addr);
-    assert_eq!(metric(&m, "wick_tokens_out_total{kind=\"completion\"}"), 3.0, "{m}");
+    assert_eq!(
+        metric(&m, "wick_tokens_out_total{kind=\"completion\"}"),
+        3.0,
+        "{m}"
+    );
 
     // A running request that is not streamed is cancelled when its client hangs up too.
-    let running = open(&addr, "POST", "/v1/chat/completions", &[], &body(2000, false)).unwrap();
+    let running = open(
+        &addr,
+        "POST",
+        "/v1/chat/completions",
+        &[],
+        &body(2000, false),
+    )
+    .unwrap();
     let steps = |m: &str| metric(m, "wick_batch_size_count{engine=\"generation\"}");
     let before = steps(&metrics(&addr));
     wait_until(
@@ -156,6 +190,10 @@ fn hung_up_requests_leave_the_queue_at_once_and_a_live_one_runs() {
         status,
     );
     let m = metrics(&addr);
-    assert_eq!(metric(&m, "wick_tokens_out_total{kind=\"completion\"}"), 3.0, "{m}");
+    assert_eq!(
+        metric(&m, "wick_tokens_out_total{kind=\"completion\"}"),
+        3.0,
+        "{m}"
+    );
     server.shutdown().unwrap();
 }

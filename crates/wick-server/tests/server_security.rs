@@ -87,7 +87,10 @@ fn bodies_that_are_not_json_get_415() {
         let err = error_of(&r, 415);
         assert_eq!(err["code"], "unsupported_media_type", "{content_type}");
         assert!(
-            err["message"].as_str().unwrap().contains("application/json"),
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json"),
             "{err}"
         );
     }
@@ -166,7 +169,10 @@ fn requests_from_web_pages_get_403_without_cors_origin() {
             &[
                 ("Origin", origin),
                 ("Access-Control-Request-Method", "POST"),
-                ("Access-Control-Request-Headers", "authorization, content-type"),
+                (
+                    "Access-Control-Request-Headers",
+                    "authorization, content-type",
+                ),
             ],
             b"",
         )
@@ -273,7 +279,10 @@ fn odd_embedding_inputs_get_200_or_400_never_500() {
         (json!({"model": EMBED_NAME, "input": [""]}), "input[0]"),
         (json!({"model": EMBED_NAME, "input": [[]]}), "input[0]"),
         (json!({"model": EMBED_NAME, "input": {"a": 1}}), "input"),
-        (json!({"model": EMBED_NAME, "input": vec!["a"; 2049]}), "input"),
+        (
+            json!({"model": EMBED_NAME, "input": vec!["a"; 2049]}),
+            "input",
+        ),
         (
             json!({"model": EMBED_NAME, "input": "x", "dimensions": 0}),
             "dimensions",

@@ -24,9 +24,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub embedding_model_name: Option<String>,
     /// Folder of LoRA adapters (one PEFT adapter per subfolder, served by folder name); new
-    /// subfolders are picked up on first use, without a restart.
+    /// subfolders are picked up on first use, without a restart. POST /v1/adapters reads only
+    /// from under it (a symlinked subfolder counts).
     #[arg(long, value_name = "DIR")]
     pub adapters: Option<PathBuf>,
+    /// Let POST /v1/adapters load a `path` anywhere this process can read, not only under
+    /// --adapters.
+    #[arg(long)]
+    pub allow_adapter_paths: bool,
     /// cpu, cuda[:N] or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -38,9 +43,19 @@ pub struct ServeArgs {
     pub host: IpAddr,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Require `Authorization: Bearer KEY` (also read from WICK_API_KEY); /health stays open.
+    /// Require `Authorization: Bearer KEY` (also read from WICK_API_KEY, which keeps it out of
+    /// the process list); /health stays open. An empty key is an error.
     #[arg(long)]
     pub api_key: Option<String>,
+    /// Host header names to accept (comma-separated; `*`: any). On loopback, `localhost` and
+    /// the bound address are always accepted; on any other address, without this flag every
+    /// Host is accepted (with a warning).
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Web page origin allowed to call the server (`http://host:port`; repeat or
+    /// comma-separate; `*`: any). Other requests with an Origin header get 403.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -65,18 +80,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.max_running == 0 {
         bail!("--max-running must be at least 1");
     }
+    let api_key = api_key(args.api_key)?;
     let config = ServerConfig {
         model: args.model,
         model_name: args.model_name,
         embedding_model: args.embedding_model,
         embedding_model_name: args.embedding_model_name,
         adapters_dir: args.adapters,
+        allow_adapter_paths: args.allow_adapter_paths,
         device: wick::device::parse_device(&args.device)?,
         dtype: match &args.dtype {
             Some(d) => Some(wick::device::parse_dtype(d)?),
             None => None,
         },
-        api_key: args.api_key.or_else(|| std::env::var(API_KEY_ENV).ok()),
+        api_key,
+        allowed_hosts: args.allowed_hosts,
+        cors_origins: args.cors_origin,
         max_body_bytes: args.max_body_bytes,
         max_tokens: args.max_tokens,
         max_running: args.max_running,
@@ -94,6 +113,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr()?;
+        for warning in config.startup_warnings(bound) {
+            eprintln!("wick serve: warning: {warning}");
+        }
         eprintln!(
             "wick serve: listening on http://{bound} (models: {})",
             state.model_names().join(", ")
@@ -102,6 +124,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("wick serve: drained in-flight requests, exiting");
         Ok(())
     })
+}
+
+/// The key from --api-key, else WICK_API_KEY; an empty one (which would turn authentication
+/// off) is an error naming where it came from.
+fn api_key(flag: Option<String>) -> Result<Option<String>> {
+    let (key, source) = match flag {
+        Some(k) => (Some(k), "--api-key"),
+        None => (std::env::var(API_KEY_ENV).ok(), API_KEY_ENV),
+    };
+    if key.as_deref() == Some("") {
+        bail!(
+            "{source} is empty: an empty API key would turn authentication off; give a \
+             non-empty key, or leave {source} out to serve without one"
+        );
+    }
+    Ok(key)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -27,6 +27,10 @@ impl AdapterSet {
         }
     }
 
+    pub fn contains(&self, name: &str) -> bool {
+        self.loaded.contains_key(name)
+    }
+
     /// Reads a PEFT adapter from `dir` under `name` (replacing one of that name). On error the
     /// model is left as it was.
     pub fn load(&mut self, model: &mut LlamaModel, name: &str, dir: &Path) -> wick::Result<()> {

@@ -15,8 +15,8 @@ use wick::tokenizers::Tokenizer;
 
 use super::adapters::AdapterSet;
 use super::sequence::{Next, Sequence};
-use super::{Command, GenRequest};
-use crate::metrics::Metrics;
+use super::{Command, GenRequest, LoadFailure};
+use crate::metrics::{CancelStage, Metrics};
 
 /// Prompts are fed in chunks so attention scores stay small (as `CachedLlama` does).
 const PREFILL_CHUNK: usize = 512;
@@ -77,15 +77,12 @@ impl Engine {
             while let Ok(command) = commands.try_recv() {
                 self.handle(command, &mut waiting);
             }
+            self.drop_abandoned(&mut waiting);
             while running.len() < self.options.max_running {
                 let Some(request) = waiting.pop_front() else {
                     break;
                 };
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                if request.events.is_closed() {
-                    self.metrics.add_cancelled(); // the client left while queued
-                    continue;
-                }
                 if let Some(seq) = self.admit(tokenizer, request) {
                     running.push(seq);
                 }
@@ -94,21 +91,42 @@ impl Engine {
                 self.step(&mut running);
             }
             let cancelled = running.iter().filter(|s| s.was_cancelled()).count();
-            for _ in 0..cancelled {
-                self.metrics.add_cancelled();
-            }
+            self.metrics.add_cancelled(CancelStage::Running, cancelled);
             running.retain(|s| !s.is_finished());
+        }
+    }
+
+    /// Removes the queued requests whose clients have gone (their receiver was dropped: the
+    /// connection closed), every loop, so they never hold a place or get prefilled.
+    fn drop_abandoned(&self, waiting: &mut VecDeque<GenRequest>) {
+        let before = waiting.len();
+        waiting.retain(|r| !r.events.is_closed());
+        let gone = before - waiting.len();
+        if gone > 0 {
+            self.queued.fetch_sub(gone, Ordering::SeqCst);
+            self.metrics.add_cancelled(CancelStage::Queued, gone);
         }
     }
 
     fn handle(&mut self, command: Command, waiting: &mut VecDeque<GenRequest>) {
         match command {
             Command::Generate(request) => waiting.push_back(request),
-            Command::LoadAdapter { name, dir, reply } => {
-                let result = self
-                    .adapters
-                    .load(&mut self.model, &name, &dir)
-                    .map_err(|e| format!("loading adapter `{name}` from {}: {e}", dir.display()));
+            Command::LoadAdapter {
+                name,
+                dir,
+                replace,
+                reply,
+            } => {
+                let result = if !replace && self.adapters.contains(&name) {
+                    Err(LoadFailure::Exists)
+                } else {
+                    self.adapters
+                        .load(&mut self.model, &name, &dir)
+                        .map_err(|e| {
+                            let at = dir.display();
+                            LoadFailure::Failed(format!("loading adapter `{name}` from {at}: {e}"))
+                        })
+                };
                 let _ = reply.send(result);
             }
         }
@@ -158,7 +176,7 @@ impl Engine {
             }
             Ok(Next::Done) => {
                 if seq.was_cancelled() {
-                    self.metrics.add_cancelled();
+                    self.metrics.add_cancelled(CancelStage::Running, 1);
                 }
                 None
             }

@@ -17,6 +17,7 @@ use wick::generate::{FinishReason, GenerationConfig, GenerationDefaults};
 use wick::io::chat_template::ChatTemplate;
 use wick::tokenizers::Tokenizer;
 
+use crate::adapter_paths::AdapterPaths;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -50,8 +51,17 @@ pub(crate) enum Command {
     LoadAdapter {
         name: String,
         dir: PathBuf,
-        reply: oneshot::Sender<Result<(), String>>,
+        /// Re-point `name` if it is loaded (otherwise a loaded name is refused).
+        replace: bool,
+        reply: oneshot::Sender<Result<(), LoadFailure>>,
     },
+}
+
+/// Why the engine did not load an adapter.
+pub(crate) enum LoadFailure {
+    /// The name is loaded and the request did not ask to replace it.
+    Exists,
+    Failed(String),
 }
 
 /// The handlers' side of the engine.
@@ -61,10 +71,12 @@ pub struct Generator {
     pub chat_template: Option<ChatTemplate>,
     pub defaults: GenerationDefaults,
     pub context: usize,
+    /// Logits per step (what `logit_bias` ids must stay below).
+    pub vocab_size: usize,
     /// Adapters loaded so far, by name, with the directory each came from.
     pub adapters: RwLock<BTreeMap<String, PathBuf>>,
-    /// Where `"model": "<name>"` looks for an adapter not loaded yet.
-    pub adapters_dir: Option<PathBuf>,
+    /// Where adapters may be read from (and where `"model": "<name>"` looks for one).
+    pub adapter_paths: AdapterPaths,
     commands: Mutex<mpsc::Sender<Command>>,
     queued: Arc<AtomicUsize>,
     queue_limit: usize,
@@ -76,7 +88,7 @@ impl Generator {
         name: String,
         loaded: LoadedLm,
         options: EngineOptions,
-        adapters_dir: Option<PathBuf>,
+        adapter_paths: AdapterPaths,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Generator> {
         let (tx, rx) = mpsc::channel();
@@ -87,8 +99,9 @@ impl Generator {
             chat_template: loaded.chat_template.clone(),
             defaults: loaded.defaults.clone(),
             context: loaded.model.model().config().max_position_embeddings,
+            vocab_size: loaded.model.model().config().vocab_size,
             adapters: RwLock::new(BTreeMap::new()),
-            adapters_dir,
+            adapter_paths,
             commands: Mutex::new(tx),
             queued: queued.clone(),
             queue_limit: options.queue_size,
@@ -128,12 +141,20 @@ impl Generator {
         Ok(rx)
     }
 
-    /// Loads (or replaces) adapter `name` from `dir` on the engine thread.
-    pub async fn load_adapter(&self, name: &str, dir: PathBuf) -> Result<(), ApiError> {
+    /// Loads adapter `name` from `dir` on the engine thread; a loaded name is replaced only
+    /// with `replace` (else 409 `adapter_exists`). The engine decides, so two loads of one name
+    /// cannot both pass the check.
+    pub async fn load_adapter(
+        &self,
+        name: &str,
+        dir: PathBuf,
+        replace: bool,
+    ) -> Result<(), ApiError> {
         let (reply, done) = oneshot::channel();
         let command = Command::LoadAdapter {
             name: name.to_string(),
             dir: dir.clone(),
+            replace,
             reply,
         };
         self.send(command)
@@ -144,7 +165,8 @@ impl Generator {
                 adapters.insert(name.to_string(), dir);
                 Ok(())
             }
-            Ok(Err(message)) => Err(ApiError::invalid("path", message)),
+            Ok(Err(LoadFailure::Exists)) => Err(ApiError::adapter_exists(name)),
+            Ok(Err(LoadFailure::Failed(message))) => Err(ApiError::invalid("path", message)),
             Err(_) => Err(ApiError::unavailable("the generation engine has stopped")),
         }
     }

@@ -1,7 +1,6 @@
 //! `GET /v1/models`, `GET /health`, `GET /metrics` and `POST /v1/adapters` (hot-loading a
 //! LoRA adapter by name).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,10 +12,10 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::fields::ApiResult;
-use crate::generate_route::{generator, is_plain_name, now_secs};
+use crate::generate_route::{generator, now_secs};
 use crate::metrics::QueueDepths;
-use crate::server::{read_body, AppState};
+use crate::requests::{parse_adapter, ApiResult};
+use crate::server::{body_bytes, AppState};
 
 pub async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
     let created = now_secs();
@@ -49,45 +48,42 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     )
 }
 
-/// `{"name": "...", "path": "<adapter dir>"}`; `path` defaults to `<adapters dir>/<name>`.
+/// `{"name", "path"?, "replace"?}`: loads a PEFT adapter under `name` from `path` (relative to
+/// the adapters folder; default `<adapters folder>/<name>`). Only from under that folder unless
+/// the server allows any path; a loaded name only with `"replace": true`; never a model's name.
 pub async fn load_adapter(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    let mut body = read_body(&state, body)?;
-    let name = body.required_string("name")?;
-    let path = body.string("path")?;
-    body.finish()?;
+    let request = parse_adapter(&body_bytes(&state, body)?)?;
     let gen = generator(&state)?;
-    if !is_plain_name(&name) || name == gen.name {
+    let name = &request.name;
+    if state.is_model_name(name) {
         return Err(ApiError::invalid(
             "name",
-            format!(
-                "`{name}` cannot name an adapter (use a plain name other than the base model's)"
-            ),
+            format!("`{name}` is the name of a served model; choose another adapter name"),
         ));
     }
-    let dir = match (path, &gen.adapters_dir) {
-        (Some(p), _) => PathBuf::from(p),
-        (None, Some(dir)) => dir.join(&name),
-        (None, None) => {
+    let dir = match &request.path {
+        Some(p) => gen.adapter_paths.resolve(p)?,
+        None if gen.adapter_paths.root().is_none() => {
             return Err(ApiError::invalid(
                 "path",
                 "`path` is required (the server has no --adapters folder)",
             ))
         }
+        None => gen.adapter_paths.by_name(name).ok_or_else(|| {
+            ApiError::invalid(
+                "path",
+                format!(
+                    "the adapters folder has no adapter `{name}` (a subfolder holding {}); give \
+                     `path` to load one from elsewhere in it",
+                    wick::lora::CONFIG_FILE
+                ),
+            )
+        })?,
     };
-    if !dir.join(wick::lora::CONFIG_FILE).is_file() {
-        return Err(ApiError::invalid(
-            "path",
-            format!(
-                "{} holds no {} (expected a PEFT LoRA adapter directory)",
-                dir.display(),
-                wick::lora::CONFIG_FILE
-            ),
-        ));
-    }
-    gen.load_adapter(&name, dir.clone()).await?;
+    gen.load_adapter(name, dir.clone(), request.replace).await?;
     Ok(Json(json!({
         "id": name, "object": "model", "owned_by": "wick-adapter", "path": dir.display().to_string()
     })))

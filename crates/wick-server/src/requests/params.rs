@@ -5,8 +5,9 @@
 use serde_json::{json, Value};
 use wick::generate::{GenerationConfig, GenerationDefaults, SamplingParams};
 
+use super::fields::{wrong_type, ApiResult, Body};
+use super::GenLimits;
 use crate::error::ApiError;
-use crate::fields::{wrong_type, ApiResult, Body};
 
 #[derive(Debug, Clone, Default)]
 pub struct GenParams {
@@ -30,7 +31,11 @@ pub struct GenParams {
 impl GenParams {
     /// Takes the shared fields from `body`; `max_token_fields` are the names the budget may
     /// come under (chat accepts `max_completion_tokens` too).
-    pub fn take(body: &mut Body, max_token_fields: &[&str]) -> ApiResult<GenParams> {
+    pub fn take(
+        body: &mut Body,
+        max_token_fields: &[&str],
+        limits: &GenLimits,
+    ) -> ApiResult<GenParams> {
         let mut p = GenParams {
             model: body.required_string("model")?,
             temperature: body.number("temperature", 0.0, 2.0)?,
@@ -46,6 +51,15 @@ impl GenParams {
         };
         for name in max_token_fields {
             if let Some(n) = body.integer(name, 1)? {
+                if n > limits.max_tokens as u64 {
+                    return Err(ApiError::invalid(
+                        *name,
+                        format!(
+                            "`{name}` is {n}; this server allows at most {}",
+                            limits.max_tokens
+                        ),
+                    ));
+                }
                 p.max_tokens = Some(n as usize);
             }
         }
@@ -58,7 +72,7 @@ impl GenParams {
             }
         }
         p.stop = take_stop(body)?;
-        p.logit_bias = take_logit_bias(body)?;
+        p.logit_bias = take_logit_bias(body, limits.vocab_size)?;
         p.include_usage = take_stream_options(body, p.stream)?;
         body.unsupported(
             "logprobs",
@@ -136,8 +150,8 @@ fn take_stop(body: &mut Body) -> ApiResult<Vec<String>> {
     Ok(stops)
 }
 
-/// `logit_bias`: {"<token id>": bias in -100..=100}.
-fn take_logit_bias(body: &mut Body) -> ApiResult<Vec<(u32, f32)>> {
+/// `logit_bias`: {"<token id>": bias in -100..=100}, ids within the model's vocabulary.
+fn take_logit_bias(body: &mut Body, vocab_size: usize) -> ApiResult<Vec<(u32, f32)>> {
     let map = match body.take("logit_bias") {
         None => return Ok(Vec::new()),
         Some(Value::Object(map)) => map,
@@ -148,6 +162,16 @@ fn take_logit_bias(body: &mut Body) -> ApiResult<Vec<(u32, f32)>> {
         let id: u32 = key.parse().map_err(|_| {
             ApiError::invalid("logit_bias", format!("key `{key}` is not a token id"))
         })?;
+        if id as usize >= vocab_size {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!(
+                    "token id {id} is outside the model's vocabulary of {vocab_size} tokens \
+                     (ids 0..={})",
+                    vocab_size.saturating_sub(1)
+                ),
+            ));
+        }
         let bias = value
             .as_f64()
             .filter(|b| (-100.0..=100.0).contains(b))
