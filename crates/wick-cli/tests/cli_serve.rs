@@ -365,52 +365,54 @@ fn start_embedding_server(extra: &[&str], env: &[(&str, &str)]) -> Start {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut said = String::new();
     let mut line = String::new();
-    loop {
+    let listening = loop {
         line.clear();
         if stderr.read_line(&mut line).unwrap() == 0 {
-            let code = child.wait().unwrap().code();
-            return Start::Exited { code, said };
+            break None;
         }
         said.push_str(&line);
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().to_string();
-            let port = addr.rsplit(':').next().unwrap().to_string();
-            // It serves (on a non-loopback bind without --allowed-hosts, under any Host).
-            let host = match addr.starts_with("0.0.0.0:") {
-                true => "wick.example:1234".to_string(),
-                false => addr.clone(),
-            };
-            let probe = testkit::http::request(
-                &format!("127.0.0.1:{port}"),
-                "GET",
-                "/health",
-                &[("Host", &host)],
-                b"",
-            )
-            .unwrap();
-            assert_eq!(probe.status, 200, "{}", probe.text());
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return Start::Listening { said, addr };
+            break Some(rest.split_whitespace().next().unwrap().to_string());
         }
+    };
+    let Some(addr) = listening else {
+        let code = child.wait().unwrap().code();
+        return Start::Exited { code, said };
+    };
+    // It serves (on a non-loopback bind without --allowed-hosts, under any Host).
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let host = match addr.starts_with("0.0.0.0:") {
+        true => "wick.example:1234".to_string(),
+        false => addr.clone(),
+    };
+    let probe = testkit::http::request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/health",
+        &[("Host", &host)],
+        b"",
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let probe = probe.unwrap();
+    assert_eq!(probe.status, 200, "{}", probe.text());
+    Start::Listening { said, addr }
+}
+
+fn assert_refused(args: &[&str], env: &[(&str, &str)], named: &str) {
+    match start_embedding_server(args, env) {
+        Start::Exited { code, said } => {
+            assert_eq!(code, Some(1), "{said}");
+            assert!(said.contains(named) && said.contains("empty"), "{said}");
+        }
+        Start::Listening { said, .. } => panic!("served with an empty key ({named}): {said}"),
     }
 }
 
 #[test]
 fn an_empty_api_key_stops_the_start() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 2] = [
-        (&["--api-key", ""], &[], "--api-key"),
-        (&[], &[("WICK_API_KEY", "")], "WICK_API_KEY"),
-    ];
-    for (args, env, named) in cases {
-        match start_embedding_server(args, env) {
-            Start::Exited { code, said } => {
-                assert_eq!(code, Some(1), "{said}");
-                assert!(said.contains(named) && said.contains("empty"), "{said}");
-            }
-            Start::Listening { said, .. } => panic!("served with an empty key ({named}): {said}"),
-        }
-    }
+    assert_refused(&["--api-key", ""], &[], "--api-key");
+    assert_refused(&[], &[("WICK_API_KEY", "")], "WICK_API_KEY");
 }
 
 #[test]

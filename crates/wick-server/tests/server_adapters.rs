@@ -219,3 +219,48 @@ fn a_folder_named_like_a_model_stops_the_start() {
     let message = format!("{err:#}");
     assert!(message.contains(EMBED_NAME), "{message}");
 }
+
+#[test]
+fn adapter_paths_outside_need_the_server_to_allow_them() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    write_adapter(elsewhere.path(), 2.0);
+    let path = elsewhere.path().to_str().unwrap();
+    let bare = |allow: bool| ServerConfig {
+        adapters_dir: None,
+        allow_adapter_paths: allow,
+        ..config(elsewhere.path())
+    };
+    // No --adapters folder and no --allow-adapter-paths: nothing is loaded by path.
+    let server = ServerHandle::start(bare(false), SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = server.addr.to_string();
+    let r = post(
+        &addr,
+        "/v1/adapters",
+        None,
+        &json!({"name": "a", "path": path}),
+    );
+    assert_eq!(error_of(&r, 403)["code"], "adapter_path_not_allowed");
+    server.shutdown().unwrap();
+
+    let server = ServerHandle::start(bare(true), SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = server.addr.to_string();
+    let r = post(
+        &addr,
+        "/v1/adapters",
+        None,
+        &json!({"name": "a", "path": path}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(
+        &addr,
+        "/v1/adapters",
+        None,
+        &json!({"name": "b", "path": "relative"}),
+    );
+    let err = error_of(&r, 400);
+    assert!(
+        err["message"].as_str().unwrap().contains("absolute"),
+        "{err}"
+    );
+    server.shutdown().unwrap();
+}

@@ -329,3 +329,147 @@ fn an_empty_api_key_is_refused_at_start() {
     let message = format!("{err:#}");
     assert!(message.contains("API key is empty"), "{message}");
 }
+
+const APP: &str = "http://app.example:3000";
+
+/// A loopback server that allows one web page and one extra host name.
+fn open_fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let config = ServerConfig {
+            cors_origins: vec![APP.into()],
+            allowed_hosts: vec!["wick.internal".into()],
+            ..config()
+        };
+        let server = ServerHandle::start(config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        Fixture {
+            addr: server.addr.to_string(),
+            port: server.addr.port(),
+            _server: server,
+        }
+    })
+}
+
+#[test]
+fn an_allowed_origin_gets_cors_answers_and_preflights() {
+    let f = open_fixture();
+    let r = embed_with(&f.addr, &[("Origin", APP)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(r.header("vary"), Some("Origin"));
+    // The preflight needs no key (browsers send none) and allows what the page asked for.
+    let asked = "authorization, content-type, x-stainless-os";
+    let r = request(
+        &f.addr,
+        "OPTIONS",
+        "/v1/chat/completions",
+        &[
+            ("Origin", APP),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", asked),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert!(r
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    assert_eq!(r.header("access-control-allow-headers"), Some(asked));
+    // Without the key the page gets a 401 it can read; other origins still get 403.
+    let r = request(
+        &f.addr,
+        "POST",
+        "/v1/embeddings",
+        &[("Origin", APP)],
+        &embed_body(),
+    )
+    .unwrap();
+    assert_eq!(error_of(&r, 401)["code"], "invalid_api_key");
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    for other in ["http://app.example:3001", "https://app.example:3000"] {
+        let r = embed_with(&f.addr, &[("Origin", other)]);
+        assert_eq!(error_of(&r, 403)["code"], "origin_not_allowed", "{other}");
+    }
+    // OPTIONS without an Origin is no preflight: a JSON 405.
+    let auth = format!("Bearer {KEY}");
+    let r = request(
+        &f.addr,
+        "OPTIONS",
+        "/v1/embeddings",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(error_of(&r, 405)["code"], "method_not_allowed");
+}
+
+#[test]
+fn allowed_hosts_add_names_on_loopback() {
+    let f = open_fixture();
+    for host in [format!("wick.internal:{}", f.port), "WICK.internal".into()] {
+        let r = embed_with(&f.addr, &[("Host", &host)]);
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    let r = embed_with(&f.addr, &[("Host", "evil.example")]);
+    assert_eq!(error_of(&r, 403)["code"], "host_not_allowed");
+}
+
+#[test]
+fn a_non_loopback_bind_checks_hosts_only_when_listed() {
+    let listed = ServerConfig {
+        allowed_hosts: vec!["wick.lan".into()],
+        ..config()
+    };
+    let server = ServerHandle::start(listed, SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
+    let addr = format!("127.0.0.1:{}", server.addr.port());
+    for host in ["wick.lan:8080", "10.9.8.7", "[fe80::1]:80", "localhost"] {
+        let r = embed_with(&addr, &[("Host", host)]);
+        assert_eq!(r.status, 200, "{host}: {}", r.text());
+    }
+    let r = embed_with(&addr, &[("Host", "evil.example")]);
+    assert_eq!(error_of(&r, 403)["code"], "host_not_allowed");
+    server.shutdown().unwrap();
+
+    let unlisted = ServerHandle::start(config(), SocketAddr::from(([0, 0, 0, 0], 0))).unwrap();
+    let addr = format!("127.0.0.1:{}", unlisted.addr.port());
+    let r = embed_with(&addr, &[("Host", "evil.example")]);
+    assert_eq!(
+        r.status, 200,
+        "any Host on a non-loopback bind without --allowed-hosts"
+    );
+    // The Origin check still holds there.
+    let r = embed_with(&addr, &[("Origin", "http://evil.example")]);
+    assert_eq!(error_of(&r, 403)["code"], "origin_not_allowed");
+}
+
+#[test]
+fn malformed_origins_and_hosts_are_refused_at_start() {
+    let cases = [
+        (
+            vec!["http://app.example/".to_string()],
+            vec![],
+            "--cors-origin",
+        ),
+        (vec!["app.example".to_string()], vec![], "--cors-origin"),
+        (
+            vec![],
+            vec!["http://wick.lan".to_string()],
+            "--allowed-hosts",
+        ),
+        (vec![], vec![String::new()], "--allowed-hosts"),
+    ];
+    for (cors_origins, allowed_hosts, flag) in cases {
+        let config = ServerConfig {
+            cors_origins,
+            allowed_hosts,
+            ..config()
+        };
+        let err = ServerHandle::start(config, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .err()
+            .expect("started with a malformed setting");
+        assert!(format!("{err:#}").contains(flag), "{err:#}");
+    }
+}

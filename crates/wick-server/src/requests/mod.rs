@@ -32,3 +32,62 @@ pub struct GenLimits {
     /// Logits per step: every `logit_bias` token id must be below it.
     pub vocab_size: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: GenLimits = GenLimits {
+        max_tokens: 100,
+        vocab_size: 1000,
+    };
+
+    #[test]
+    fn well_formed_bodies_parse_into_their_requests() {
+        let chat = br#"{"model": "m", "messages": [{"role": "developer", "content": "s"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "max_completion_tokens": 7, "logit_bias": {"999": -5}, "stream": true}"#;
+        let c = parse_chat(chat, &LIMITS).unwrap();
+        assert_eq!((c.params.max_tokens, c.params.stream), (Some(7), true));
+        assert_eq!(c.params.logit_bias, vec![(999, -5.0)]);
+        assert_eq!(c.messages.len(), 2);
+        let p = parse_completion(br#"{"model": "m", "prompt": "x"}"#, &LIMITS).unwrap();
+        assert_eq!(p.params.max_tokens, Some(DEFAULT_COMPLETION_TOKENS));
+        let e = parse_embeddings(br#"{"model": "e", "input": ["a", "b"]}"#).unwrap();
+        assert_eq!((e.texts.len(), e.base64), (2, false));
+        let a = parse_adapter(br#"{"name": "x", "replace": true}"#).unwrap();
+        assert_eq!((a.name.as_str(), a.path, a.replace), ("x", None, true));
+    }
+
+    #[test]
+    fn model_facts_bound_what_a_request_may_ask() {
+        let bias = br#"{"model": "m", "prompt": "x", "logit_bias": {"1000": 1}}"#;
+        let err = parse_completion(bias, &LIMITS).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("logit_bias"));
+        assert!(err.message.contains("1000"), "{}", err.message);
+        let many = br#"{"model": "m", "prompt": "x", "max_tokens": 101}"#;
+        let err = parse_completion(many, &LIMITS).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("max_tokens"));
+    }
+
+    #[test]
+    fn any_bytes_get_an_error_not_a_panic() {
+        let deep = "[".repeat(100_000);
+        let inputs: [&[u8]; 8] = [
+            b"",
+            b"\xff\xfe",
+            b"null",
+            b"{\"model\": 1e999}",
+            b"{\"messages\": {}}",
+            b"{\"model\": \"m\", \"messages\": [{\"role\": \"user\"}]}",
+            b"{\"model\": \"m\", \"prompt\": \"x\", \"logit_bias\": {\"-1\": 1}}",
+            deep.as_bytes(),
+        ];
+        for bytes in inputs {
+            assert!(parse_chat(bytes, &LIMITS).is_err());
+            assert!(parse_completion(bytes, &LIMITS).is_err());
+            assert!(parse_embeddings(bytes).is_err());
+            assert!(parse_adapter(bytes).is_err());
+        }
+    }
+}
