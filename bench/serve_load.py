@@ -1,7 +1,7 @@
 """Load test of `wick serve` on loopback (stdlib only: http.client + threads).
 
 Usage: python3 bench/serve_load.py [--wick PATH] [--seconds 60] [--clients 64]
-           [--embed-clients 32] [--embed-requests 25]
+           [--embed-clients 32] [--embed-requests 25] [--hangup-share 0.25] [--only-mixed]
 
 1. Mixed load: one server with SmolLM2-135M-Instruct (Q4_1 GGUF, kept quantized) and
    all-MiniLM-L6-v2. --clients concurrent clients (keep-alive connections) send mixed requests for
@@ -9,7 +9,13 @@ Usage: python3 bench/serve_load.py [--wick PATH] [--seconds 60] [--clients 64]
    SSE read to [DONE]) and completions (max_tokens 8), by a fixed per-client rotation. After the
    deadline no new request starts; in-flight ones finish. Counted: responses by status, 5xx,
    dropped connections (any socket error, reset or incomplete stream), the server's resident
-   memory (VmRSS) before the load (after one warm-up request of each kind) and after it.
+   memory (VmRSS) before the load (after one warm-up request of each kind) and after it, and
+   each live request's latency (send to last byte) by kind, reported as p50 / p99.
+   With --hangup-share S > 0 the mixed load runs twice on fresh servers: first with no hang-ups,
+   then with a share S of streamed requests (seeded per client) whose client hangs up at the first
+   chunk (reads the first `data:` line, closes the socket, reconnects for its next request). It
+   prints, per kind, the p99 of the live requests with hang-ups over the p99 without, and the
+   server's cancellation counts. Acceptance (issue 11): every ratio within 2x, 0 5xx.
 2. Embedding throughput: an embedding-only server, --embed-clients concurrent clients each sending
    --embed-requests requests of one short sentence, once with batching (the default token budget)
    and once with `--max-batch-tokens 0` (each request alone); requests per second for each.
@@ -26,6 +32,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import threading
@@ -103,6 +110,32 @@ def post(conn, path, body, stream=False):
     return r.status
 
 
+def post_and_hang_up(conn, path, body):
+    """Sends a streamed request, reads up to its first `data:` line, and closes the socket."""
+    conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    if r.status == 200:
+        while not r.readline().startswith(b"data:"):
+            pass
+    conn.close()
+    return r.status
+
+
+def percentile(values, q):
+    """Nearest-rank percentile (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered))) - 1))]
+
+
+def metric(text, series):
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def request_for(kind, i):
     if kind == "embed":
         n = 1 + i % 4
@@ -121,7 +154,7 @@ ROTATION = ["embed", "chat", "embed", "stream", "embed", "completion"]
 
 def run_clients(server, clients, work):
     """work(client, conn, stats) in `clients` threads; returns merged stats and wall time."""
-    stats = [dict(status={}, dropped=0, errors=[], done=0) for _ in range(clients)]
+    stats = [dict(status={}, dropped=0, errors=[], done=0, hung_up=0, latency={}) for _ in range(clients)]
 
     def client(c):
         conn = http.client.HTTPConnection(server.host, server.port, timeout=300)
@@ -134,19 +167,32 @@ def run_clients(server, clients, work):
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    merged = dict(status={}, dropped=0, errors=[], done=0)
+    merged = dict(status={}, dropped=0, errors=[], done=0, hung_up=0, latency={})
     for s in stats:
         for k, v in s["status"].items():
             merged["status"][k] = merged["status"].get(k, 0) + v
+        for k, v in s["latency"].items():
+            merged["latency"].setdefault(k, []).extend(v)
         merged["dropped"] += s["dropped"]
         merged["errors"] += s["errors"][:3]
         merged["done"] += s["done"]
+        merged["hung_up"] += s["hung_up"]
     return merged, wall
 
 
-def one(conn_box, stats, path, body, stream, reconnect):
+def one(conn_box, stats, path, body, stream, reconnect, kind=None, hang_up=False):
+    """One request; a live one's latency is recorded under `kind`; `hang_up` drops the
+    connection at the first chunk (then reconnects)."""
     try:
-        status = post(conn_box[0], path, body, stream)
+        t0 = time.perf_counter()
+        if hang_up:
+            status = post_and_hang_up(conn_box[0], path, body)
+            conn_box[0] = reconnect()
+            stats["hung_up"] += 1
+        else:
+            status = post(conn_box[0], path, body, stream)
+            if kind is not None and status == 200:
+                stats["latency"].setdefault(kind, []).append(time.perf_counter() - t0)
         stats["status"][status] = stats["status"].get(status, 0) + 1
         stats["done"] += 1
     except (OSError, http.client.HTTPException) as e:
@@ -156,7 +202,7 @@ def one(conn_box, stats, path, body, stream, reconnect):
         conn_box[0] = reconnect()
 
 
-def mixed(wick, seconds, clients):
+def mixed(wick, seconds, clients, hangup_share=0.0):
     server = Server(wick, ["--model", str(GGUF), "--model-name", "smollm2", "--embedding-model",
                            str(MINILM), "--embedding-model-name", "minilm"])
     warm = http.client.HTTPConnection(server.host, server.port, timeout=300)
@@ -167,21 +213,31 @@ def mixed(wick, seconds, clients):
 
     def work(c, conn, stats, reconnect):
         box, i = [conn], 0
+        rng = random.Random(1000 + c)  # the same hang-up pattern on every run
         while time.perf_counter() < deadline:
             kind = ROTATION[(c + i) % len(ROTATION)]
             path, body, stream = request_for(kind, c + i)
-            one(box, stats, path, body, stream, reconnect)
+            hang_up = kind == "stream" and rng.random() < hangup_share
+            one(box, stats, path, body, stream, reconnect, kind=kind, hang_up=hang_up)
             i += 1
 
     cpu0 = (machine_busy_s(), own_cpu_s(), process_cpu_s(server.proc.pid))
     stats, wall = run_clients(server, clients, work)
     cpu1 = (machine_busy_s(), own_cpu_s(), process_cpu_s(server.proc.pid))
     rss_after = rss_mib(server.proc.pid)
+    probe = http.client.HTTPConnection(server.host, server.port, timeout=60)
+    probe.request("GET", "/metrics")
+    metrics_text = probe.getresponse().read().decode()
     exit_code = server.stop()
+    latency = {k: dict(n=len(v), p50_s=percentile(v, 50), p99_s=percentile(v, 99))
+               for k, v in sorted(stats["latency"].items())}
+    cancelled = {stage: metric(metrics_text, f'wick_generations_cancelled_total{{stage="{stage}"}}')
+                 for stage in ["queued", "running"]}
     foreign = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]) - (cpu1[2] - cpu0[2])) / wall
     fivexx = sum(v for k, v in stats["status"].items() if k >= 500)
-    return dict(clients=clients, seconds=seconds, wall_s=wall, requests=stats["done"],
-                status=stats["status"], five_xx=fivexx, dropped=stats["dropped"],
+    return dict(clients=clients, seconds=seconds, hangup_share=hangup_share, wall_s=wall,
+                requests=stats["done"], hung_up=stats["hung_up"], live_latency=latency,
+                cancelled=cancelled, status=stats["status"], five_xx=fivexx, dropped=stats["dropped"],
                 errors=stats["errors"][:5], rss_before_mib=rss_before, rss_after_mib=rss_after,
                 server_cpu_cores=(cpu1[2] - cpu0[2]) / wall, foreign_cpu_cores=foreign,
                 server_exit_code=exit_code)
@@ -218,6 +274,28 @@ def cpu_model():
     return platform.processor()
 
 
+def print_mixed(m, label):
+    print(f"| {label}: clients × seconds | {m['clients']} × {m['seconds']:.0f} s (wall {m['wall_s']:.1f} s) |")
+    print(f"| {label}: requests completed / by status | {m['requests']} / {m['status']} |")
+    print(f"| {label}: 5xx / dropped connections | {m['five_xx']} / {m['dropped']} |")
+    print(f"| {label}: streamed requests hung up / cancelled queued, running | {m['hung_up']} / "
+          f"{m['cancelled']['queued']:.0f}, {m['cancelled']['running']:.0f} |")
+    lat = ", ".join(f"{k} {v['p50_s']:.2f} / {v['p99_s']:.2f} s (n={v['n']})"
+                    for k, v in m["live_latency"].items())
+    print(f"| {label}: live latency p50 / p99 by kind | {lat} |")
+    print(f"| {label}: server RSS before → after | {m['rss_before_mib']:.0f} MiB → {m['rss_after_mib']:.0f} MiB |")
+    print(f"| {label}: other processes' CPU | {m['foreign_cpu_cores']:.2f} cores |")
+
+
+def hangup_ratios(calm, hung):
+    """p99 of live requests with hang-ups / without, per kind (None where a run has none)."""
+    out = {}
+    for kind, c in calm["live_latency"].items():
+        h = hung["live_latency"].get(kind)
+        out[kind] = None if not h or not c["p99_s"] else h["p99_s"] / c["p99_s"]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
@@ -226,7 +304,13 @@ def main():
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--embed-clients", type=int, default=32)
     ap.add_argument("--embed-requests", type=int, default=25)
+    ap.add_argument("--hangup-share", type=float, default=0.0,
+                    help="> 0: run the mixed load without, then with this share of streamed "
+                         "requests hung up at their first chunk, and compare live p99s")
+    ap.add_argument("--only-mixed", action="store_true", help="skip the embedding throughput runs")
     a = ap.parse_args()
+    if not 0.0 <= a.hangup_share <= 1.0:
+        sys.exit(f"--hangup-share {a.hangup_share}: give a share between 0 and 1")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     out = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -234,30 +318,42 @@ def main():
                rayon_num_threads=os.environ.get("RAYON_NUM_THREADS"))
     out["mixed"] = mixed(a.wick, a.seconds, a.clients)
     print("mixed:", json.dumps(out["mixed"]), flush=True)
-    out["embed_batched"] = embed_throughput(a.wick, a.embed_clients, a.embed_requests, True)
-    print("embed batched:", json.dumps(out["embed_batched"]), flush=True)
-    out["embed_unbatched"] = embed_throughput(a.wick, a.embed_clients, a.embed_requests, False)
-    print("embed unbatched:", json.dumps(out["embed_unbatched"]), flush=True)
+    if a.hangup_share > 0:
+        out["mixed_hangups"] = mixed(a.wick, a.seconds, a.clients, a.hangup_share)
+        print("mixed with hang-ups:", json.dumps(out["mixed_hangups"]), flush=True)
+        out["hangup_p99_ratio"] = hangup_ratios(out["mixed"], out["mixed_hangups"])
+    if not a.only_mixed:
+        out["embed_batched"] = embed_throughput(a.wick, a.embed_clients, a.embed_requests, True)
+        print("embed batched:", json.dumps(out["embed_batched"]), flush=True)
+        out["embed_unbatched"] = embed_throughput(a.wick, a.embed_clients, a.embed_requests, False)
+        print("embed unbatched:", json.dumps(out["embed_unbatched"]), flush=True)
+        ratio = out["embed_batched"]["requests_per_s"] / max(out["embed_unbatched"]["requests_per_s"], 1e-9)
+        out["embed_batching_speedup"] = ratio
     out["loadavg_end"] = os.getloadavg()
-    ratio = out["embed_batched"]["requests_per_s"] / max(out["embed_unbatched"]["requests_per_s"], 1e-9)
-    out["embed_batching_speedup"] = ratio
     (REPO / "bench/out").mkdir(parents=True, exist_ok=True)
     (REPO / "bench/out/serve_load.json").write_text(json.dumps(out, indent=1))
-    m = out["mixed"]
     print(f"\n{out['date']} commit {commit}, {out['cpu']} ({out['cores']} cores), "
           f"loadavg at start {out['loadavg_start']}, RAYON_NUM_THREADS={out['rayon_num_threads']}")
     print("| measure | value |\n|---|---|")
-    print(f"| mixed load: clients × seconds | {m['clients']} × {m['seconds']:.0f} s (wall {m['wall_s']:.1f} s) |")
-    print(f"| requests completed / by status | {m['requests']} / {m['status']} |")
-    print(f"| 5xx / dropped connections | {m['five_xx']} / {m['dropped']} |")
-    print(f"| server RSS before → after | {m['rss_before_mib']:.0f} MiB → {m['rss_after_mib']:.0f} MiB |")
-    print(f"| other processes' CPU during mixed load | {m['foreign_cpu_cores']:.2f} cores |")
-    for k in ["embed_batched", "embed_unbatched"]:
-        e = out[k]
-        print(f"| embeddings, {e['clients']} clients, {'batched' if e['batching'] else 'one by one'} "
-              f"| {e['requests_per_s']:.1f} req/s ({e['ok']} ok, {e['dropped']} dropped; other "
-              f"processes {e['foreign_cpu_cores']:.2f} cores) |")
-    print(f"| batching speed-up | {ratio:.2f}× |")
+    print_mixed(out["mixed"], "mixed load")
+    if a.hangup_share > 0:
+        print_mixed(out["mixed_hangups"], f"with {a.hangup_share:.0%} of streams hung up")
+        ratios = out["hangup_p99_ratio"]
+        shown = ", ".join(f"{k} {'n/a' if r is None else f'{r:.2f}×'}" for k, r in ratios.items())
+        print(f"| live p99 with hang-ups / without | {shown} |")
+        worst = max((r for r in ratios.values() if r is not None), default=None)
+        fivexx = out["mixed"]["five_xx"] + out["mixed_hangups"]["five_xx"]
+        ok = worst is not None and worst <= 2.0 and fivexx == 0
+        print(f"| acceptance (every live p99 within 2×, 0 5xx) | "
+              f"{'pass' if ok else 'FAIL'} (worst {worst if worst is None else f'{worst:.2f}×'}, "
+              f"{fivexx} 5xx) |")
+    if not a.only_mixed:
+        for k in ["embed_batched", "embed_unbatched"]:
+            e = out[k]
+            print(f"| embeddings, {e['clients']} clients, {'batched' if e['batching'] else 'one by one'} "
+                  f"| {e['requests_per_s']:.1f} req/s ({e['ok']} ok, {e['dropped']} dropped; other "
+                  f"processes {e['foreign_cpu_cores']:.2f} cores) |")
+        print(f"| batching speed-up | {out['embed_batching_speedup']:.2f}× |")
 
 
 if __name__ == "__main__":

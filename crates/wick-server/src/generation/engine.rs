@@ -1,7 +1,9 @@
 //! The engine thread: owns the model, admits queued requests between decode steps (prefilling
 //! each alone), then decodes every running sequence one token per step — one batched forward
 //! per adapter group, each sequence attending over its own KV cache — and retires the ones that
-//! finished. Sequences join and leave between steps (continuous batching).
+//! finished. Sequences join and leave between steps (continuous batching). Every loop also
+//! drops the queued requests whose clients have gone, and every step stops the running ones
+//! whose clients have gone, so hung-up clients never hold the queue.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
