@@ -29,6 +29,8 @@ fn body(max_tokens: usize, stream: bool) -> Vec<u8> {
         "temperature": 0.9,
         "seed": 5,
         "stream": stream,
+        // No end-of-text token (SmolLM2's 0 and 2), so the holder keeps its place until dropped.
+        "logit_bias": {"0": -100, "2": -100},
     })
     .to_string()
     .into_bytes()
