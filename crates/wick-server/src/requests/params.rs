@@ -160,7 +160,8 @@ fn take_logit_bias(body: &mut Body, vocab_size: usize) -> ApiResult<Vec<(u32, f3
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in map {
         let id: u32 = key.parse().map_err(|_| {
-            ApiError::invalid("logit_bias", format!("key `{key}` is not a token id"))
+            let shown: String = key.chars().take(40).collect();
+            ApiError::invalid("logit_bias", format!("key `{shown}` is not a token id"))
         })?;
         if id as usize >= vocab_size {
             return Err(ApiError::invalid(
