@@ -53,3 +53,23 @@ pub fn greedy(lm: &mut LoadedLm, prompt: &[u32], max_tokens: usize, near_tie: f3
         decided_text,
     }
 }
+
+impl Greedy {
+    /// Asserts `actual` (another path's text for the same prompt) is this completion where it is
+    /// decided: all of it when no step is a near-tie, else the text before the first near-tie.
+    pub fn assert_matches(&self, what: &str, actual: &str) {
+        if self.decided == self.token_ids.len() {
+            assert_eq!(actual, self.text, "{what}");
+        } else {
+            assert!(
+                actual.starts_with(&self.decided_text),
+                "{what}: {actual:?} does not start with the decided {:?} (a near-tie at step {} \
+                 of {:?}, margins {:?})",
+                self.decided_text,
+                self.decided,
+                self.text,
+                self.margins
+            );
+        }
+    }
+}

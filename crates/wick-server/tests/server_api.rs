@@ -88,7 +88,8 @@ fn chat_equals_the_library_and_streaming_sends_the_same_text() {
         &chat_body(MODEL_NAME, user, 24),
     );
     let body = r.json();
-    assert_eq!(chat_text(&r), expected);
+    let answer = chat_text(&r);
+    expected.assert_matches("chat", &answer);
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], MODEL_NAME);
     let usage = &body["usage"];
@@ -120,7 +121,8 @@ fn chat_equals_the_library_and_streaming_sends_the_same_text() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    assert_eq!(text, expected);
+    // The same request on the same server runs the same arithmetic: equal to the last byte.
+    assert_eq!(text, answer, "streamed and not");
     assert!(chunks
         .iter()
         .all(|c| c["object"] == "chat.completion.chunk"));
@@ -265,7 +267,12 @@ fn concurrent_chats_are_decoded_together_and_equal_sequential_ones() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(concurrent, sequential);
+    // Batched decode rounds differently from one sequence at a time: compare where decided.
+    for ((p, alone), together) in prompts.iter().zip(&sequential).zip(&concurrent) {
+        let reference = reference_chat(p, 32, None);
+        reference.assert_matches(&format!("{p:?} alone"), alone);
+        reference.assert_matches(&format!("{p:?} batched"), together);
+    }
     // Some decode steps ran more than one sequence: steps of size 1 grew less than all steps.
     let after = get(&f.addr, "/metrics", Some(KEY)).text();
     let series = |t: &str, le: &str| {
@@ -289,7 +296,15 @@ fn adapters_by_name_at_start_and_hot_loaded_equal_the_library() {
     let base = reference_chat(user, 20, None);
     let start_dir = f.adapters.path().join("at-start");
     let with_start = reference_chat(user, 20, Some(&start_dir));
-    assert_ne!(base, with_start, "the test adapter must change the output");
+    let first_change = base
+        .token_ids
+        .iter()
+        .zip(&with_start.token_ids)
+        .position(|(a, b)| a != b);
+    assert!(
+        first_change.is_some_and(|i| i < base.decided.min(with_start.decided)),
+        "the test adapter must change a decided token"
+    );
 
     // Dropped into the watched folder after start: found by name on first use.
     let dropped = f.adapters.path().join("dropped-later");
@@ -323,7 +338,7 @@ fn adapters_by_name_at_start_and_hot_loaded_equal_the_library() {
                     Some(KEY),
                     &chat_body(model, user, 20),
                 );
-                assert_eq!(&chat_text(&r), expected, "model {model}");
+                expected.assert_matches(&format!("model {model}"), &chat_text(&r));
             });
         }
     });
