@@ -13,44 +13,51 @@ use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
-use memmap2::Mmap;
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::io::file_bytes::FileBytes;
 
 mod scan;
 
 /// An open GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     content: Content,
 }
 
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: read-only mapping; like every mmap-based loader we rely on the user not
-        // truncating model files while they are in use.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let bytes = FileBytes::map(&path)?;
+        Self::parse(path, bytes)
+    }
+
+    /// A GGUF file held in memory, validated as `open` validates a file; `name` is what error
+    /// messages call it.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(name.into(), FileBytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, bytes: FileBytes) -> Result<Self> {
         let bad = |message: String| Error::BadGguf {
             path: path.clone(),
             message,
         };
-        if mmap.len() < 4 || &mmap[..4] != b"GGUF" {
-            let start = &mmap[..mmap.len().min(4)];
+        if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
+            let start = &bytes[..bytes.len().min(4)];
             return Err(bad(format!(
                 "not a GGUF file (starts with {:?}, expected \"GGUF\")",
                 String::from_utf8_lossy(start)
             )));
         }
-        let content = match Content::read(&mut Cursor::new(&mmap[..])) {
+        let content = match Content::read(&mut Cursor::new(&bytes[..])) {
             Ok(content) => content,
             Err(e) => {
                 // candle rejects a whole file over one tensor of a type it does not know, without
                 // naming the tensor: find it ourselves for the message.
-                if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&mmap) {
+                if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&bytes) {
                     return Err(Error::Unsupported(format!(
                         "{}: tensor `{tensor}` has ggml type {} (id {type_id}), which wick \
                          cannot read (supported: {SUPPORTED_TYPES})",
@@ -58,12 +65,12 @@ impl GgufFile {
                         scan::ggml_type_name(type_id)
                     )));
                 }
-                return Err(bad(describe_candle_error(&e, mmap.len())));
+                return Err(bad(describe_candle_error(&e, bytes.len())));
             }
         };
         let gguf = GgufFile {
             path,
-            mmap,
+            bytes,
             content,
         };
         gguf.check_extents()?;
@@ -80,7 +87,7 @@ impl GgufFile {
     }
 
     fn check_extents(&self) -> Result<()> {
-        let file_len = self.mmap.len() as u64;
+        let file_len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
             let end = self
                 .content
@@ -342,7 +349,7 @@ impl GgufFile {
         }
         // Bounds were checked at open.
         let start = (self.content.tensor_data_offset + info.offset) as usize;
-        Ok((info, &self.mmap[start..start + byte_size(info)]))
+        Ok((info, &self.bytes[start..start + byte_size(info)]))
     }
 
     /// A tensor in its stored type and layout (llama.cpp name) on `device`.

@@ -10,11 +10,35 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::error::{Error, Result};
 
+/// `tokenizer.json` as shipped, for embedding models: no padding, truncation at `max_length`.
 pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {
-    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::TokenizerLoad {
+    let tokenizer = read_tokenizer(path)?;
+    with_length_policy(tokenizer, path, max_length)
+}
+
+/// `tokenizer.json` as shipped (its own padding and truncation settings kept).
+pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let json = std::fs::read(path).map_err(|e| Error::TokenizerLoad {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    tokenizer_from_json(path, &json)
+}
+
+/// A tokenizer from the bytes of a `tokenizer.json`; `path` is what error messages call it.
+pub fn tokenizer_from_json(path: &Path, json: &[u8]) -> Result<Tokenizer> {
+    Tokenizer::from_bytes(json).map_err(|e| Error::TokenizerLoad {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Strips padding and truncates at `max_length` (see the module comment).
+pub fn with_length_policy(
+    mut tokenizer: Tokenizer,
+    path: &Path,
+    max_length: usize,
+) -> Result<Tokenizer> {
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {
