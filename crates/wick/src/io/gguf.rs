@@ -15,7 +15,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use serde_json::json;
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::io::file_bytes::FileBytes;
 
 mod scan;
@@ -59,9 +59,10 @@ impl GgufFile {
                 // naming the tensor: find it ourselves for the message.
                 if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&bytes) {
                     return Err(Error::Unsupported(format!(
-                        "{}: tensor `{tensor}` has ggml type {} (id {type_id}), which wick \
+                        "{}: tensor `{}` has ggml type {} (id {type_id}), which wick \
                          cannot read (supported: {SUPPORTED_TYPES})",
                         path.display(),
+                        printable(&tensor),
                         scan::ggml_type_name(type_id)
                     )));
                 }
@@ -98,8 +99,9 @@ impl GgufFile {
                 return Err(Error::BadGguf {
                     path: self.path.clone(),
                     message: format!(
-                        "file is truncated: tensor `{name}` ends at byte {end}, the file has \
-                         {file_len}"
+                        "file is truncated: tensor `{}` ends at byte {end}, the file has \
+                         {file_len}",
+                        printable(name)
                     ),
                 });
             }
@@ -233,7 +235,7 @@ impl GgufFile {
             other => {
                 return Err(Error::UnsupportedArchitecture {
                     path: self.path.clone(),
-                    model_type: other.to_string(),
+                    model_type: printable(other).into_owned(),
                     supported: "llama, qwen2 (GGUF general.architecture)".to_string(),
                 })
             }
@@ -302,8 +304,9 @@ impl GgufFile {
                 }
                 other => {
                     return Err(Error::Unsupported(format!(
-                        "{}: RoPE scaling `{other}` ({}) is not supported",
+                        "{}: RoPE scaling `{}` ({}) is not supported",
                         self.path.display(),
+                        printable(other),
                         key("rope.scaling.type")
                     )))
                 }
@@ -341,9 +344,10 @@ impl GgufFile {
             })?;
         if !is_supported(info.ggml_dtype) {
             return Err(Error::Unsupported(format!(
-                "{}: tensor `{gguf_name}` has ggml type {:?}, which wick cannot read \
+                "{}: tensor `{}` has ggml type {:?}, which wick cannot read \
                  (supported: {SUPPORTED_TYPES})",
                 self.path.display(),
+                printable(gguf_name),
                 info.ggml_dtype
             )));
         }
@@ -376,7 +380,7 @@ impl GgufFile {
         qtensor_from_ggml(info.ggml_dtype, bytes, info.shape.dims().to_vec(), device).map_err(|e| {
             Error::BadGguf {
                 path: self.path.clone(),
-                message: format!("tensor `{gguf_name}`: {e}"),
+                message: format!("tensor `{}`: {e}", printable(gguf_name)),
             }
         })
     }

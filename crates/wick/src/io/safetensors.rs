@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype as StDtype, Metadata, TensorInfo};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::io::file_bytes::FileBytes;
 use crate::io::json::read_json;
 use crate::io::weights::WeightSource;
@@ -148,7 +148,10 @@ impl SafetensorsWeights {
             other => {
                 return Err(Error::BadSafetensors {
                     path: file.path.clone(),
-                    message: format!("tensor `{name}` has unsupported dtype {other:?}"),
+                    message: format!(
+                        "tensor `{}` has unsupported dtype {other:?}",
+                        printable(name)
+                    ),
                 })
             }
         };
@@ -186,7 +189,7 @@ fn describe_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
         E::HeaderTooSmall | E::InvalidHeaderLength => {
             format!("file is truncated or not safetensors ({file_len} bytes, header incomplete)")
         }
-        other => other.to_string(),
+        other => printable(&other.to_string()).into_owned(),
     }
 }
 
