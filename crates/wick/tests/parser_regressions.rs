@@ -6,20 +6,49 @@
 
 use std::path::Path;
 
+use wick::candle_core::Device;
 use wick::io::chat_template::ChatTemplate;
 use wick::io::gguf::GgufFile;
 use wick::io::tokenizer::tokenizer_from_json;
+use wick::io::weights::WeightSource;
 use wick::Error;
 
-/// A GGUF v3 file with no metadata and the given tensors (name, dims, ggml type id, offset).
-fn gguf(tensors: &[(&str, &[u64], u32, u64)], data_len: usize) -> Vec<u8> {
+/// A metadata value in a test GGUF.
+enum Meta<'a> {
+    Str(&'a str),
+    U32(u32),
+}
+
+/// A GGUF v3 file with the given metadata and tensors (name, dims, ggml type id, offset),
+/// followed by `data_len` zero bytes of tensor data.
+fn gguf_with(
+    meta: &[(&str, Meta)],
+    tensors: &[(&str, &[u64], u32, u64)],
+    data_len: usize,
+) -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend((s.len() as u64).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
     out.extend((tensors.len() as u64).to_le_bytes());
-    out.extend(0u64.to_le_bytes());
+    out.extend((meta.len() as u64).to_le_bytes());
+    for (key, value) in meta {
+        string(&mut out, key);
+        match value {
+            Meta::Str(s) => {
+                out.extend(8u32.to_le_bytes());
+                string(&mut out, s);
+            }
+            Meta::U32(v) => {
+                out.extend(4u32.to_le_bytes());
+                out.extend(v.to_le_bytes());
+            }
+        }
+    }
     for (name, dims, ty, offset) in tensors {
-        out.extend((name.len() as u64).to_le_bytes());
-        out.extend(name.as_bytes());
+        string(&mut out, name);
         out.extend((dims.len() as u32).to_le_bytes());
         for d in *dims {
             out.extend(d.to_le_bytes());
@@ -29,6 +58,10 @@ fn gguf(tensors: &[(&str, &[u64], u32, u64)], data_len: usize) -> Vec<u8> {
     }
     out.resize(out.len().next_multiple_of(32) + data_len, 0);
     out
+}
+
+fn gguf(tensors: &[(&str, &[u64], u32, u64)], data_len: usize) -> Vec<u8> {
+    gguf_with(&[], tensors, data_len)
 }
 
 fn assert_one_line(e: &Error, wanted: &str) {
@@ -119,4 +152,41 @@ fn template_post_processor_with_an_undefined_special_token_is_refused_at_load() 
     };
     assert!(matches!(err, Error::TokenizerLoad { .. }), "{err}");
     assert_one_line(&err, "[CLS]");
+}
+
+/// fuzz tokenizer_json: a lone surrogate escape (`\uD800`) inside `decoder` is invalid JSON
+/// that a syntax-only check (serde's IgnoredAny) let through, and tokenizers panicked on it as above.
+#[test]
+fn tokenizer_json_with_an_invalid_escape_in_the_decoder_is_an_error_not_a_panic() {
+    for escape in [r"\uD800", r"\uD800\u0041", r"\uDC00"] {
+        let json = format!(r#"{{"version": "1.0", "decoder": {{"type": "{escape}"}}}}"#);
+        let result = std::panic::catch_unwind(|| {
+            tokenizer_from_json(Path::new("models/x/tokenizer.json"), json.as_bytes()).err()
+        });
+        let err = result
+            .unwrap_or_else(|_| panic!("{escape}: loading panicked"))
+            .unwrap_or_else(|| panic!("{escape}: loaded"));
+        assert!(matches!(err, Error::TokenizerLoad { .. }), "{err}");
+        assert_one_line(&err, "invalid JSON");
+    }
+}
+
+/// fuzz gguf_file: a quantized `attn_q` with 0 rows in a `llama` file passed the head-count
+/// check (0 is a multiple of 2 x heads) and un-permuting its rows divided by zero.
+#[test]
+fn quantized_q_projection_with_no_rows_is_an_error_not_a_division_by_zero() {
+    let meta = [
+        ("general.architecture", Meta::Str("llama")),
+        ("llama.attention.head_count", Meta::U32(2)),
+    ];
+    // Q4_0 (type 2), stored dims [32, 0]: HF shape [0, 32].
+    let bytes = gguf_with(&meta, &[("blk.0.attn_q.weight", &[32, 0], 2, 0)], 32);
+    let file = GgufFile::from_bytes("hostile.gguf", bytes).unwrap();
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    let result = std::panic::catch_unwind(|| {
+        file.quantized(name, &[0, 32], &Device::Cpu)
+            .map(|q| q.is_some())
+    });
+    let err = result.expect("panicked").expect_err("loaded");
+    assert_one_line(&err, "blk.0.attn_q.weight");
 }

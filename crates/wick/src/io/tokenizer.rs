@@ -38,7 +38,8 @@ pub fn tokenizer_from_json(path: &Path, json: &[u8]) -> Result<Tokenizer> {
         path: path.to_path_buf(),
         message,
     };
-    serde_json::from_slice::<serde::de::IgnoredAny>(json)
+    // A full parse: a syntax-only pass (IgnoredAny) does not check escapes like `\uD800`.
+    serde_json::from_slice::<serde_json::Value>(json)
         .map_err(|e| load_err(format!("invalid JSON: {e}")))?;
     let tokenizer = Tokenizer::from_bytes(json)
         .map_err(|e| load_err(printable(&e.to_string()).into_owned()))?;
