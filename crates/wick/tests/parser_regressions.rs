@@ -190,3 +190,25 @@ fn quantized_q_projection_with_no_rows_is_an_error_not_a_division_by_zero() {
     let err = result.expect("panicked").expect_err("loaded");
     assert_one_line(&err, "blk.0.attn_q.weight");
 }
+
+/// fuzz gguf_file / gguf_tokenizer: a tensor whose dims multiply past 2^64 overflowed the
+/// element count when its extent was checked (a panic with overflow checks; without them a
+/// wrapped, too-small size that passed the check). A shape that is not whole quantization
+/// blocks opened too, its size rounded down.
+#[test]
+fn tensor_dims_whose_product_overflows_are_an_error() {
+    let huge = 1u64 << 40;
+    for dims in [&[huge, huge][..], &[huge, huge, huge], &[u64::MAX, 2]] {
+        let bytes = gguf(&[("w", dims, 0, 0)], 64);
+        let result = std::panic::catch_unwind(|| GgufFile::from_bytes("hostile.gguf", bytes).err());
+        let err = result
+            .unwrap_or_else(|_| panic!("{dims:?}: panicked"))
+            .unwrap_or_else(|| panic!("{dims:?}: opened"));
+        assert!(matches!(err, Error::BadGguf { .. }), "{dims:?}: {err}");
+        assert_one_line(&err, "`w`");
+    }
+    // Not a whole number of quantization blocks: 33 elements of Q4_0 (32 per block).
+    let bytes = gguf(&[("w", &[33], 2, 0)], 64);
+    let err = GgufFile::from_bytes("hostile.gguf", bytes).err().unwrap();
+    assert_one_line(&err, "whole Q4_0 blocks");
+}

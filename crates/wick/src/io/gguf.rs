@@ -90,11 +90,15 @@ impl GgufFile {
     fn check_extents(&self) -> Result<()> {
         let file_len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
+            let size = byte_size(info).map_err(|message| Error::BadGguf {
+                path: self.path.clone(),
+                message: format!("tensor `{}`: {message}", printable(name)),
+            })?;
             let end = self
                 .content
                 .tensor_data_offset
                 .saturating_add(info.offset)
-                .saturating_add(byte_size(info) as u64);
+                .saturating_add(size as u64);
             if end > file_len {
                 return Err(Error::BadGguf {
                     path: self.path.clone(),
@@ -351,9 +355,13 @@ impl GgufFile {
                 info.ggml_dtype
             )));
         }
-        // Bounds were checked at open.
+        // Sizes and bounds were checked at open.
+        let size = byte_size(info).map_err(|message| Error::BadGguf {
+            path: self.path.clone(),
+            message: format!("tensor `{}`: {message}", printable(gguf_name)),
+        })?;
         let start = (self.content.tensor_data_offset + info.offset) as usize;
-        Ok((info, &self.bytes[start..start + byte_size(info)]))
+        Ok((info, &self.bytes[start..start + size]))
     }
 
     /// A tensor in its stored type and layout (llama.cpp name) on `device`.
@@ -404,8 +412,25 @@ fn decimal(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(v as f64)
 }
 
-fn byte_size(info: &TensorInfo) -> usize {
-    info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
+/// The stored size of a tensor, or why its shape cannot be stored (the dims come from the
+/// file: their product may overflow, or not fill whole quantization blocks).
+fn byte_size(info: &TensorInfo) -> std::result::Result<usize, String> {
+    let dims = info.shape.dims();
+    let too_big = || format!("shape {dims:?} is too large");
+    let elems = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(too_big)?;
+    let block = info.ggml_dtype.block_size();
+    if !elems.is_multiple_of(block) {
+        return Err(format!(
+            "{elems} elements are not whole {:?} blocks of {block}",
+            info.ggml_dtype
+        ));
+    }
+    (elems / block)
+        .checked_mul(info.ggml_dtype.type_size())
+        .ok_or_else(too_big)
 }
 
 fn as_u64(v: &Value) -> Option<u64> {
