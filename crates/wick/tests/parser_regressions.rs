@@ -212,3 +212,16 @@ fn tensor_dims_whose_product_overflows_are_an_error() {
     let err = GgufFile::from_bytes("hostile.gguf", bytes).err().unwrap();
     assert_one_line(&err, "whole Q4_0 blocks");
 }
+
+/// fuzz gguf_file: an empty tensor at an offset that is not 8-aligned was copied into an empty
+/// `Vec<u8>`, whose dangling pointer is not aligned for candle's block types either; candle
+/// then built a slice from it (undefined behaviour; with debug assertions an abort).
+#[test]
+fn empty_tensor_at_an_unaligned_offset_loads() {
+    for (ty, dims) in [(0u32, [0u64]), (1, [0]), (2, [0]), (12, [0])] {
+        let bytes = gguf(&[("e", &dims, ty, 1)], 64);
+        let file = GgufFile::from_bytes("odd.gguf", bytes).unwrap();
+        let q = file.qtensor("e", &Device::Cpu).unwrap();
+        assert_eq!(q.shape().elem_count(), 0, "type {ty}");
+    }
+}

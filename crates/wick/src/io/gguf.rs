@@ -377,13 +377,17 @@ impl GgufFile {
         bytes: &[u8],
         device: &Device,
     ) -> Result<QTensor> {
-        // candle reinterprets the bytes as blocks of f16/f32 fields: hand it an aligned slice.
+        // candle reinterprets the bytes as blocks of f16/f32 fields: hand it an 8-aligned slice.
+        // A plain copy is not enough: an empty Vec's dangling pointer is only 1-aligned.
         let owned;
         let bytes = if (bytes.as_ptr() as usize).is_multiple_of(8) {
             bytes
         } else {
-            owned = bytes.to_vec();
-            &owned
+            owned = aligned_copy(bytes);
+            owned.slice_or(|| Error::BadGguf {
+                path: self.path.clone(),
+                message: format!("tensor `{}`: cannot align its bytes", printable(gguf_name)),
+            })?
         };
         qtensor_from_ggml(info.ggml_dtype, bytes, info.shape.dims().to_vec(), device).map_err(|e| {
             Error::BadGguf {
@@ -391,6 +395,37 @@ impl GgufFile {
                 message: format!("tensor `{}`: {e}", printable(gguf_name)),
             }
         })
+    }
+}
+
+/// A copy of `bytes` that starts at an 8-aligned address, with the buffer holding it (see
+/// `qtensor_from_bytes`): the copy lives at the first aligned address of a buffer 8 bytes longer.
+struct AlignedCopy {
+    buffer: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+fn aligned_copy(bytes: &[u8]) -> AlignedCopy {
+    let mut buffer = vec![0u8; bytes.len() + 8];
+    let start = buffer.as_ptr().align_offset(8);
+    if let Some(dst) = buffer.get_mut(start..start + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+    AlignedCopy {
+        buffer,
+        start,
+        len: bytes.len(),
+    }
+}
+
+impl AlignedCopy {
+    /// The copy; None only if no aligned start was found (never on real allocators).
+    fn slice_or<E>(&self, err: impl FnOnce() -> E) -> std::result::Result<&[u8], E> {
+        self.buffer
+            .get(self.start..self.start + self.len)
+            .filter(|s| (s.as_ptr() as usize).is_multiple_of(8))
+            .ok_or_else(err)
     }
 }
 
