@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(f) => f,
         Err(e) => {
             check_error("open", &e);
-            assert!(e.to_string().contains(NAME), "open error does not name the file: {e}");
+            assert!(
+                e.to_string().contains(NAME),
+                "open error does not name the file: {e}"
+            );
             return;
         }
     };

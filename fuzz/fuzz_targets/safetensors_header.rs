@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(w) => w,
         Err(e) => {
             check_error("open", &e);
-            assert!(e.to_string().contains(NAME), "open error does not name the file: {e}");
+            assert!(
+                e.to_string().contains(NAME),
+                "open error does not name the file: {e}"
+            );
             return;
         }
     };
