@@ -13,8 +13,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // to_string: whatever the error type becomes, its message must be one line.
         if let Err(message) = parse_line(line) {
-            check_message("parse_line", &message);
+            check_message("parse_line", &message.to_string());
         }
     }
 });
