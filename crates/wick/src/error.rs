@@ -1,6 +1,7 @@
 //! The library's one error type. Variants are structured so callers (CLI, server) can match on
 //! them; each keeps its source and names the file, tensor or field at fault.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -113,4 +114,22 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// Text from a file (a tensor name, a metadata string) as it goes into an error message, with
+/// control characters escaped (`\n`, `\0`, `\u{1b}`): the message stays one line, and a file
+/// cannot put escape sequences on the user's terminal.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }

@@ -16,6 +16,7 @@ use crate::io::gguf::GgufFile;
 use crate::io::gguf_tokenizer::{special_tokens, tokenizer_from_gguf};
 use crate::io::json::read_json;
 use crate::io::safetensors::SafetensorsWeights;
+use crate::io::tokenizer::read_tokenizer;
 use crate::io::weights::{WeightSource, WeightView};
 use crate::io::ModelFiles;
 use crate::lora::load_adapter;
@@ -145,10 +146,7 @@ fn load_safetensors_dir(
 ) -> Result<LoadedLm> {
     let cfg = LlamaConfig::from_file(&files.require("config.json")?)?;
     let tokenizer_path = files.require("tokenizer.json")?;
-    let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::TokenizerLoad {
-        path: tokenizer_path.clone(),
-        message: e.to_string(),
-    })?;
+    let tokenizer = read_tokenizer(&tokenizer_path)?;
     let tok_cfg: TokenizerConfig = match files.get("tokenizer_config.json")? {
         Some(p) => read_json(&p)?,
         None => TokenizerConfig::default(),

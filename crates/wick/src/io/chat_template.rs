@@ -5,14 +5,28 @@
 //! `raise_exception`, `strftime_now` and a `tojson` that does not HTML-escape, and passes
 //! `messages`, `add_generation_prompt`, `tools=None`, `documents=None` and the special tokens.
 //! Python string methods (`.strip()`, `.startswith()`, ...) come from minijinja-contrib's pycompat.
+//!
+//! A template comes from a model file, so it is untrusted: every render gets a work budget
+//! (minijinja's fuel: one unit per instruction and per 64 bytes of data it creates or writes)
+//! that grows with the messages. A template that loops endlessly, or builds far more data than
+//! the conversation holds, stops with an error instead of hanging or exhausting memory; minijinja
+//! itself bounds recursion (500 calls) and nesting (150 levels).
 
 use minijinja::value::{Kwargs, Serde, ValueKind};
-use minijinja::{Environment, ErrorKind, Value};
+use minijinja::{Environment, ErrorKind, State, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 const NAME: &str = "chat_template";
+
+/// The work budget of a render (in fuel, see the module comment) before the messages' share:
+/// about 64 MB of data or a million instructions, a thousand times what real templates need
+/// for a short chat.
+const BASE_FUEL: u64 = 1_000_000;
+/// Fuel per byte of the messages: a template may create 64 bytes of data for each byte it is
+/// given (real ones create a few), so long conversations are never cut off.
+const FUEL_PER_MESSAGE_BYTE: u64 = 1;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,10 +115,15 @@ impl ChatTemplate {
     /// The prompt text for `messages`; with `add_generation_prompt` it ends where the assistant's
     /// reply starts.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self
-            .env
-            .get_template(NAME)
-            .map_err(|e| template_error(&e))?;
+        let given: usize = messages
+            .iter()
+            .map(|m| m.role.len() + m.content.len())
+            .sum();
+        let fuel = BASE_FUEL.saturating_add((given as u64).saturating_mul(FUEL_PER_MESSAGE_BYTE));
+        // The environment is a handful of Arcs: a clone per render carries this render's budget.
+        let mut env = self.env.clone();
+        env.set_fuel(Some(fuel));
+        let template = env.get_template(NAME).map_err(|e| template_error(&e))?;
         let mut ctx = vec![
             ("messages", Value::from(Serde(messages))),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
@@ -122,7 +141,7 @@ impl ChatTemplate {
         }
         template
             .render(Value::from_pairs(ctx))
-            .map_err(|e| render_error(&e))
+            .map_err(|e| render_error(&e, fuel))
     }
 }
 
@@ -133,7 +152,16 @@ fn template_error(e: &minijinja::Error) -> Error {
     }
 }
 
-fn render_error(e: &minijinja::Error) -> Error {
+fn render_error(e: &minijinja::Error, fuel: u64) -> Error {
+    if e.kind() == ErrorKind::OutOfFuel {
+        return Error::InvalidArgument {
+            name: "chat_template",
+            message: format!(
+                "rendering stopped: the template used up its work budget ({fuel} steps for these \
+                 messages) — it loops without end or builds far more text than the messages hold"
+            ),
+        };
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(Raised(message)) = s.downcast_ref::<Raised>() {
@@ -155,7 +183,8 @@ fn rewrite_generation_tags(src: &str) -> String {
     while let Some(start) = rest.find("{%") {
         out.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let Some(end) = tag.find("%}") else {
+        // The closing `%}` comes after the opening `{%` (in `{%}` they overlap).
+        let Some(end) = tag[2..].find("%}").map(|i| i + 2) else {
             break;
         };
         let inner = &tag[2..end];
@@ -175,7 +204,11 @@ fn rewrite_generation_tags(src: &str) -> String {
 }
 
 /// transformers' `tojson`: Python `json.dumps` with `ensure_ascii=False` and no HTML escaping.
-fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja::Error> {
+fn tojson(
+    state: &State,
+    value: &Value,
+    kwargs: Kwargs,
+) -> std::result::Result<Value, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     let ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
@@ -198,7 +231,12 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
     } else {
         value.clone()
     };
-    let mut out = Vec::new();
+    let mut out = Charged {
+        state,
+        bytes: Vec::new(),
+        uncharged: 0,
+        out_of_fuel: None,
+    };
     let formatter = PyFormatter {
         indent,
         item_sep: &item_sep,
@@ -206,12 +244,14 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
         level: 0,
         has_value: false,
     };
-    value
-        .serialize(&mut serde_json::Serializer::with_formatter(
-            &mut out, formatter,
-        ))
-        .map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, e.to_string()))?;
-    let json = String::from_utf8_lossy(&out);
+    let written = value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, formatter,
+    ));
+    if let Some(e) = out.out_of_fuel.take() {
+        return Err(e);
+    }
+    written.map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+    let json = String::from_utf8_lossy(&out.bytes);
     if !ensure_ascii.unwrap_or(false) {
         return Ok(Value::from(json.into_owned()));
     }
@@ -227,6 +267,34 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja
         }
     }
     Ok(Value::from(escaped))
+}
+
+/// A buffer that charges the render's fuel as it fills, so a huge indent or value stops at the
+/// budget instead of being built first.
+struct Charged<'a, 'env> {
+    state: &'a State<'a, 'env>,
+    bytes: Vec<u8>,
+    uncharged: usize,
+    out_of_fuel: Option<minijinja::Error>,
+}
+
+impl std::io::Write for Charged<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.uncharged += buf.len();
+        if self.uncharged >= 4096 {
+            if let Err(e) = self.state.consume_fuel((self.uncharged / 64) as u64) {
+                self.out_of_fuel = Some(e);
+                return Err(std::io::Error::other("out of fuel"));
+            }
+            self.uncharged %= 64;
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A copy of `value` with every map's keys in sorted order (`sort_keys=True`).
@@ -268,7 +336,15 @@ impl PyFormatter<'_> {
     fn newline<W: ?Sized + std::io::Write>(&self, w: &mut W) -> IoResult {
         if let Some(width) = self.indent {
             w.write_all(b"\n")?;
-            w.write_all(" ".repeat(width * self.level).as_bytes())?;
+            // In pieces: the writer charges fuel as it goes, so a huge indent never is one
+            // huge allocation.
+            const SPACES: [u8; 64] = [b' '; 64];
+            let mut left = width.saturating_mul(self.level);
+            while left > 0 {
+                let n = left.min(SPACES.len());
+                w.write_all(&SPACES[..n])?;
+                left -= n;
+            }
         }
         Ok(())
     }

@@ -13,10 +13,10 @@ use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
-use memmap2::Mmap;
 use serde_json::json;
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
+use crate::io::file_bytes::FileBytes;
 
 mod scan;
 
@@ -29,47 +29,55 @@ pub fn is_gguf(path: &Path) -> bool {
 /// An open GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     content: Content,
 }
 
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        // SAFETY: read-only mapping; like every mmap-based loader we rely on the user not
-        // truncating model files while they are in use.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let bytes = FileBytes::map(&path)?;
+        Self::parse(path, bytes)
+    }
+
+    /// A GGUF file held in memory, validated as `open` validates a file; `name` is what error
+    /// messages call it.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        Self::parse(name.into(), FileBytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, bytes: FileBytes) -> Result<Self> {
         let bad = |message: String| Error::BadGguf {
             path: path.clone(),
             message,
         };
-        if mmap.len() < 4 || &mmap[..4] != b"GGUF" {
-            let start = &mmap[..mmap.len().min(4)];
+        if bytes.len() < 4 || &bytes[..4] != b"GGUF" {
+            let start = &bytes[..bytes.len().min(4)];
             return Err(bad(format!(
                 "not a GGUF file (starts with {:?}, expected \"GGUF\")",
                 String::from_utf8_lossy(start)
             )));
         }
-        let content = match Content::read(&mut Cursor::new(&mmap[..])) {
+        let content = match Content::read(&mut Cursor::new(&bytes[..])) {
             Ok(content) => content,
             Err(e) => {
                 // candle rejects a whole file over one tensor of a type it does not know, without
                 // naming the tensor: find it ourselves for the message.
-                if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&mmap) {
+                if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&bytes) {
                     return Err(Error::Unsupported(format!(
-                        "{}: tensor `{tensor}` has ggml type {} (id {type_id}), which wick \
+                        "{}: tensor `{}` has ggml type {} (id {type_id}), which wick \
                          cannot read (supported: {SUPPORTED_TYPES})",
                         path.display(),
+                        printable(&tensor),
                         scan::ggml_type_name(type_id)
                     )));
                 }
-                return Err(bad(describe_candle_error(&e, mmap.len())));
+                return Err(bad(describe_candle_error(&e, bytes.len())));
             }
         };
         let gguf = GgufFile {
             path,
-            mmap,
+            bytes,
             content,
         };
         gguf.check_extents()?;
@@ -86,19 +94,24 @@ impl GgufFile {
     }
 
     fn check_extents(&self) -> Result<()> {
-        let file_len = self.mmap.len() as u64;
+        let file_len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
+            let size = byte_size(info).map_err(|message| Error::BadGguf {
+                path: self.path.clone(),
+                message: format!("tensor `{}`: {message}", printable(name)),
+            })?;
             let end = self
                 .content
                 .tensor_data_offset
                 .saturating_add(info.offset)
-                .saturating_add(byte_size(info) as u64);
+                .saturating_add(size as u64);
             if end > file_len {
                 return Err(Error::BadGguf {
                     path: self.path.clone(),
                     message: format!(
-                        "file is truncated: tensor `{name}` ends at byte {end}, the file has \
-                         {file_len}"
+                        "file is truncated: tensor `{}` ends at byte {end}, the file has \
+                         {file_len}",
+                        printable(name)
                     ),
                 });
             }
@@ -232,7 +245,7 @@ impl GgufFile {
             other => {
                 return Err(Error::UnsupportedArchitecture {
                     path: self.path.clone(),
-                    model_type: other.to_string(),
+                    model_type: printable(other).into_owned(),
                     supported: "llama, qwen2 (GGUF general.architecture)".to_string(),
                 })
             }
@@ -301,8 +314,9 @@ impl GgufFile {
                 }
                 other => {
                     return Err(Error::Unsupported(format!(
-                        "{}: RoPE scaling `{other}` ({}) is not supported",
+                        "{}: RoPE scaling `{}` ({}) is not supported",
                         self.path.display(),
+                        printable(other),
                         key("rope.scaling.type")
                     )))
                 }
@@ -340,15 +354,20 @@ impl GgufFile {
             })?;
         if !is_supported(info.ggml_dtype) {
             return Err(Error::Unsupported(format!(
-                "{}: tensor `{gguf_name}` has ggml type {:?}, which wick cannot read \
+                "{}: tensor `{}` has ggml type {:?}, which wick cannot read \
                  (supported: {SUPPORTED_TYPES})",
                 self.path.display(),
+                printable(gguf_name),
                 info.ggml_dtype
             )));
         }
-        // Bounds were checked at open.
+        // Sizes and bounds were checked at open.
+        let size = byte_size(info).map_err(|message| Error::BadGguf {
+            path: self.path.clone(),
+            message: format!("tensor `{}`: {message}", printable(gguf_name)),
+        })?;
         let start = (self.content.tensor_data_offset + info.offset) as usize;
-        Ok((info, &self.mmap[start..start + byte_size(info)]))
+        Ok((info, &self.bytes[start..start + size]))
     }
 
     /// A tensor in its stored type and layout (llama.cpp name) on `device`.
@@ -364,20 +383,55 @@ impl GgufFile {
         bytes: &[u8],
         device: &Device,
     ) -> Result<QTensor> {
-        // candle reinterprets the bytes as blocks of f16/f32 fields: hand it an aligned slice.
+        // candle reinterprets the bytes as blocks of f16/f32 fields: hand it an 8-aligned slice.
+        // A plain copy is not enough: an empty Vec's dangling pointer is only 1-aligned.
         let owned;
         let bytes = if (bytes.as_ptr() as usize).is_multiple_of(8) {
             bytes
         } else {
-            owned = bytes.to_vec();
-            &owned
+            owned = aligned_copy(bytes);
+            owned.slice_or(|| Error::BadGguf {
+                path: self.path.clone(),
+                message: format!("tensor `{}`: cannot align its bytes", printable(gguf_name)),
+            })?
         };
         qtensor_from_ggml(info.ggml_dtype, bytes, info.shape.dims().to_vec(), device).map_err(|e| {
             Error::BadGguf {
                 path: self.path.clone(),
-                message: format!("tensor `{gguf_name}`: {e}"),
+                message: format!("tensor `{}`: {e}", printable(gguf_name)),
             }
         })
+    }
+}
+
+/// A copy of `bytes` that starts at an 8-aligned address, with the buffer holding it (see
+/// `qtensor_from_bytes`): the copy lives at the first aligned address of a buffer 8 bytes longer.
+struct AlignedCopy {
+    buffer: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+fn aligned_copy(bytes: &[u8]) -> AlignedCopy {
+    let mut buffer = vec![0u8; bytes.len() + 8];
+    let start = buffer.as_ptr().align_offset(8);
+    if let Some(dst) = buffer.get_mut(start..start + bytes.len()) {
+        dst.copy_from_slice(bytes);
+    }
+    AlignedCopy {
+        buffer,
+        start,
+        len: bytes.len(),
+    }
+}
+
+impl AlignedCopy {
+    /// The copy; None only if no aligned start was found (never on real allocators).
+    fn slice_or<E>(&self, err: impl FnOnce() -> E) -> std::result::Result<&[u8], E> {
+        self.buffer
+            .get(self.start..self.start + self.len)
+            .filter(|s| (s.as_ptr() as usize).is_multiple_of(8))
+            .ok_or_else(err)
     }
 }
 
@@ -399,8 +453,25 @@ fn decimal(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(v as f64)
 }
 
-fn byte_size(info: &TensorInfo) -> usize {
-    info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
+/// The stored size of a tensor, or why its shape cannot be stored (the dims come from the
+/// file: their product may overflow, or not fill whole quantization blocks).
+fn byte_size(info: &TensorInfo) -> std::result::Result<usize, String> {
+    let dims = info.shape.dims();
+    let too_big = || format!("shape {dims:?} is too large");
+    let elems = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(too_big)?;
+    let block = info.ggml_dtype.block_size();
+    if !elems.is_multiple_of(block) {
+        return Err(format!(
+            "{elems} elements are not whole {:?} blocks of {block}",
+            info.ggml_dtype
+        ));
+    }
+    (elems / block)
+        .checked_mul(info.ggml_dtype.type_size())
+        .ok_or_else(too_big)
 }
 
 fn as_u64(v: &Value) -> Option<u64> {

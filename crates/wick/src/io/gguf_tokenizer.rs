@@ -18,7 +18,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::io::gguf::GgufFile;
 
 /// llama.cpp token types (`tokenizer.ggml.token_type`).
@@ -77,15 +77,17 @@ pub fn special_tokens(file: &GgufFile) -> Result<GgufSpecialTokens> {
 }
 
 pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
+    // Messages may quote tokens from the file: escape their control characters.
     let load_err = |message: String| Error::TokenizerLoad {
         path: file.path().to_path_buf(),
-        message,
+        message: printable(&message).into_owned(),
     };
     let model = file.get_str("tokenizer.ggml.model")?;
     if model != "gpt2" {
         return Err(Error::Unsupported(format!(
-            "{}: tokenizer.ggml.model `{model}` (only byte-level BPE, `gpt2`, is supported)",
-            file.path().display()
+            "{}: tokenizer.ggml.model `{}` (only byte-level BPE, `gpt2`, is supported)",
+            file.path().display(),
+            printable(model)
         )));
     }
     let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
@@ -115,8 +117,9 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
         .unwrap_or("default");
     let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
         Error::Unsupported(format!(
-            "{}: tokenizer.ggml.pre `{pre}` is not a pre-tokenizer wick knows (known: {})",
+            "{}: tokenizer.ggml.pre `{}` is not a pre-tokenizer wick knows (known: {})",
             file.path().display(),
+            printable(pre),
             [GPT2_NAMES, DIGITS_NAMES, LLAMA3_NAMES, QWEN2_NAMES]
                 .concat()
                 .join(", ")

@@ -11,7 +11,7 @@
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 use crate::io::gguf::{is_float, GgufFile};
 use crate::io::weights::WeightSource;
 
@@ -128,11 +128,13 @@ impl GgufFile {
     }
 
     fn check_heads(&self, gguf_name: &str, rows: usize, heads: usize) -> Result<()> {
-        if heads == 0 || !rows.is_multiple_of(2 * heads) {
+        // 0 rows is a multiple of anything, but no q/k projection has none.
+        if heads == 0 || rows == 0 || !rows.is_multiple_of(2 * heads) {
             return Err(Error::BadGguf {
                 path: self.path().to_path_buf(),
                 message: format!(
-                    "tensor `{gguf_name}` has {rows} rows, not a multiple of 2 x {heads} heads"
+                    "tensor `{}` has {rows} rows, not a positive multiple of 2 x {heads} heads",
+                    printable(gguf_name)
                 ),
             });
         }

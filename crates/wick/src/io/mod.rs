@@ -2,6 +2,7 @@
 //! templates.
 
 pub mod chat_template;
+mod file_bytes;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod gguf_weights;

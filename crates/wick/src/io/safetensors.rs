@@ -5,19 +5,19 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Shape, Tensor};
-use memmap2::Mmap;
 use safetensors::tensor::{Dtype as StDtype, Metadata, TensorInfo};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
+use crate::io::file_bytes::FileBytes;
 use crate::io::json::read_json;
 use crate::io::weights::WeightSource;
 use crate::io::ModelFiles;
 
 struct MappedFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     /// Byte offset where tensor data starts (8-byte length + JSON header).
     data_start: usize,
     metadata: Metadata,
@@ -55,29 +55,28 @@ impl SafetensorsWeights {
     /// Maps the given files. Each is validated (header, offsets, total length) up front, so a
     /// truncated download fails here rather than when a tensor is read.
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut files = Vec::with_capacity(paths.len());
+        let files = paths
+            .iter()
+            .map(|path| MappedFile::parse(path.clone(), FileBytes::map(path)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::from_files(files))
+    }
+
+    /// One safetensors file held in memory, validated as `open` validates a file; `name` is
+    /// what error messages call it.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self> {
+        let file = MappedFile::parse(name.into(), FileBytes::Owned(bytes))?;
+        Ok(Self::from_files(vec![file]))
+    }
+
+    fn from_files(files: Vec<MappedFile>) -> Self {
         let mut owner = HashMap::new();
-        for (i, path) in paths.iter().enumerate() {
-            let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            // SAFETY: the file is opened read-only; like every mmap-based loader we rely on the
-            // user not truncating model files while they are in use.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            let (header_len, metadata) =
-                SafeTensors::read_metadata(&mmap).map_err(|e| Error::BadSafetensors {
-                    path: path.clone(),
-                    message: describe_error(&e, mmap.len()),
-                })?;
-            for name in metadata.tensors().keys() {
+        for (i, file) in files.iter().enumerate() {
+            for name in file.metadata.tensors().keys() {
                 owner.insert(name.clone(), i);
             }
-            files.push(MappedFile {
-                path: path.clone(),
-                mmap,
-                data_start: 8 + header_len,
-                metadata,
-            });
         }
-        Ok(SafetensorsWeights { files, owner })
+        SafetensorsWeights { files, owner }
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -86,6 +85,12 @@ impl SafetensorsWeights {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.owner.keys().map(String::as_str)
+    }
+
+    /// The stored shape of `name`, if the files have it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        let file = &self.files[*self.owner.get(name)?];
+        file.metadata.info(name).map(|info| info.shape.as_slice())
     }
 
     fn location(&self) -> String {
@@ -131,7 +136,7 @@ impl SafetensorsWeights {
 
     fn raw_tensor(&self, file: &MappedFile, name: &str, info: &TensorInfo) -> Result<Tensor> {
         let (start, end) = info.data_offsets;
-        let bytes = &file.mmap[file.data_start + start..file.data_start + end];
+        let bytes = &file.bytes[file.data_start + start..file.data_start + end];
         let dtype = match info.dtype {
             StDtype::F32 => DType::F32,
             StDtype::F16 => DType::F16,
@@ -143,7 +148,10 @@ impl SafetensorsWeights {
             other => {
                 return Err(Error::BadSafetensors {
                     path: file.path.clone(),
-                    message: format!("tensor `{name}` has unsupported dtype {other:?}"),
+                    message: format!(
+                        "tensor `{}` has unsupported dtype {other:?}",
+                        printable(name)
+                    ),
                 })
             }
         };
@@ -156,6 +164,22 @@ impl SafetensorsWeights {
     }
 }
 
+impl MappedFile {
+    fn parse(path: PathBuf, bytes: FileBytes) -> Result<Self> {
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| Error::BadSafetensors {
+                message: describe_error(&e, bytes.len()),
+                path: path.clone(),
+            })?;
+        Ok(MappedFile {
+            path,
+            bytes,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+}
+
 fn describe_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
     use safetensors::SafeTensorError as E;
     match e {
@@ -165,7 +189,7 @@ fn describe_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
         E::HeaderTooSmall | E::InvalidHeaderLength => {
             format!("file is truncated or not safetensors ({file_len} bytes, header incomplete)")
         }
-        other => other.to_string(),
+        other => printable(&other.to_string()).into_owned(),
     }
 }
 

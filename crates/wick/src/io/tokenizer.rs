@@ -6,15 +6,75 @@
 
 use std::path::Path;
 
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::error::{Error, Result};
+use crate::error::{printable, Error, Result};
 
+/// `tokenizer.json` as shipped, for embedding models: no padding, truncation at `max_length`.
 pub fn load_tokenizer(path: &Path, max_length: usize) -> Result<Tokenizer> {
-    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::TokenizerLoad {
+    let tokenizer = read_tokenizer(path)?;
+    with_length_policy(tokenizer, path, max_length)
+}
+
+/// `tokenizer.json` as shipped (its own padding and truncation settings kept).
+pub fn read_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let json = std::fs::read(path).map_err(|e| Error::TokenizerLoad {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    tokenizer_from_json(path, &json)
+}
+
+/// A tokenizer from the bytes of a `tokenizer.json`; `path` is what error messages call it.
+///
+/// The JSON syntax is checked first: tokenizers (0.23) panics instead of returning an error on
+/// a syntax error inside some sections (`decoder`'s `expect("Helper")`), e.g. in a file cut
+/// short by a download. Checking before it parses, rather than catching the panic, keeps the
+/// error a normal one (no panic message on stderr) and works under any panic strategy.
+pub fn tokenizer_from_json(path: &Path, json: &[u8]) -> Result<Tokenizer> {
+    let load_err = |message: String| Error::TokenizerLoad {
+        path: path.to_path_buf(),
+        message,
+    };
+    // A full parse: a syntax-only pass (IgnoredAny) does not check escapes like `\uD800`.
+    serde_json::from_slice::<serde_json::Value>(json)
+        .map_err(|e| load_err(format!("invalid JSON: {e}")))?;
+    let tokenizer = Tokenizer::from_bytes(json)
+        .map_err(|e| load_err(printable(&e.to_string()).into_owned()))?;
+    if let Some(post) = tokenizer.get_post_processor() {
+        check_post_processor(post)
+            .map_err(|e| load_err(format!("post_processor: {}", printable(&e))))?;
+    }
+    Ok(tokenizer)
+}
+
+/// What tokenizers checks when a `TemplateProcessing` is built in code but not when one is read
+/// from JSON: every special token its templates name is defined (else encoding with special
+/// tokens panics). Checked by building the same processor through its builder.
+fn check_post_processor(post: &PostProcessorWrapper) -> std::result::Result<(), String> {
+    match post {
+        PostProcessorWrapper::Template(t) => TemplateProcessing::builder()
+            .single(t.single.clone())
+            .pair(t.get_pair().clone())
+            .special_tokens(t.get_special_tokens().clone())
+            .build()
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        PostProcessorWrapper::Sequence(seq) => {
+            seq.as_ref().iter().try_for_each(check_post_processor)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Strips padding and truncates at `max_length` (see the module comment).
+pub fn with_length_policy(
+    mut tokenizer: Tokenizer,
+    path: &Path,
+    max_length: usize,
+) -> Result<Tokenizer> {
     tokenizer.with_padding(None);
     tokenizer
         .with_truncation(Some(TruncationParams {
