@@ -32,9 +32,8 @@ SANITIZER="${FUZZ_SANITIZER:-address}"
 RSS_LIMIT_MB="${FUZZ_RSS_LIMIT_MB:-2048}"
 TIMEOUT_S="${FUZZ_TIMEOUT_S:-10}"
 DETECT_LEAKS="${FUZZ_DETECT_LEAKS:-0}"
-# One line per target. The server's request bodies (crates/wick-server's parse functions) come
-# next, as `server_requests`.
-ALL_TARGETS="safetensors_header gguf_file gguf_tokenizer tokenizer_json chat_template train_jsonl"
+ALL_TARGETS="safetensors_header gguf_file gguf_tokenizer tokenizer_json chat_template train_jsonl
+  server_requests"
 TARGETS="${TARGETS:-$ALL_TARGETS}"
 
 FUZZ="$ROOT/fuzz"

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use wick::io::chat_template::ChatMessage;
 
-use super::fields::{wrong_type, ApiResult, Body};
+use super::fields::{shown, wrong_type, ApiResult, Body};
 use super::params::GenParams;
 use super::GenLimits;
 use crate::error::ApiError;
@@ -73,7 +73,8 @@ fn message(i: usize, item: Value) -> ApiResult<ChatMessage> {
             return Err(ApiError::unsupported(
                 at("role"),
                 format!(
-                    "role `{r}` is unsupported (supported: {})",
+                    "role `{}` is unsupported (supported: {})",
+                    shown(&r),
                     CHAT_ROLES.join(", ")
                 ),
             ))
@@ -97,8 +98,8 @@ fn message(i: usize, item: Value) -> ApiResult<ChatMessage> {
     map.remove("name");
     if let Some(key) = map.keys().next() {
         return Err(ApiError::unsupported(
-            at(key),
-            format!("message field `{key}` is unsupported"),
+            at(&shown(key)),
+            format!("message field `{}` is unsupported", shown(key)),
         ));
     }
     Ok(ChatMessage::new(role, content))
@@ -117,7 +118,10 @@ fn text_parts(i: usize, parts: Vec<Value>) -> ApiResult<String> {
             (Some(other), _) => {
                 return Err(ApiError::unsupported(
                     at,
-                    format!("content part type `{other}` is unsupported (only text)"),
+                    format!(
+                        "content part type `{}` is unsupported (only text)",
+                        shown(other)
+                    ),
                 ))
             }
             (None, _) => return Err(ApiError::invalid(at, "a content part needs a `type`")),

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::fields::{wrong_type, ApiResult, Body};
+use super::fields::{shown, wrong_type, ApiResult, Body};
 use crate::error::ApiError;
 
 /// Most texts in one request (OpenAI's limit).
@@ -46,7 +46,10 @@ pub fn parse_embeddings(bytes: &[u8]) -> ApiResult<EmbeddingsRequest> {
         Some(other) => {
             return Err(ApiError::invalid(
                 "encoding_format",
-                format!("`encoding_format` is `{other}`; use `float` or `base64`"),
+                format!(
+                    "`encoding_format` is `{}`; use `float` or `base64`",
+                    shown(other)
+                ),
             ))
         }
     };

@@ -92,7 +92,7 @@ impl Body {
         match self.take(name) {
             Some(v) if !allowed.contains(&v) => Err(ApiError::unsupported(
                 name,
-                format!("`{name}` = {v} is unsupported: {why}"),
+                format!("`{name}` = {} is unsupported: {why}", shown(&v.to_string())),
             )),
             _ => Ok(()),
         }
@@ -109,12 +109,33 @@ impl Body {
     pub fn finish(self) -> ApiResult<()> {
         match self.fields.keys().next() {
             Some(name) => Err(ApiError::invalid(
-                name.clone(),
-                format!("unrecognized request argument `{name}`"),
+                shown(name),
+                format!("unrecognized request argument `{}`", shown(name)),
             )),
             None => Ok(()),
         }
     }
+}
+
+/// Longest piece of a client's string quoted back in an error.
+const SHOWN_CHARS: usize = 40;
+
+/// A client-supplied string as an error quotes it: at most [`SHOWN_CHARS`] characters, control
+/// characters and backslashes escaped, `…` where it was cut. An error never echoes a megabyte
+/// key back, nor puts a newline or a terminal escape into a log line.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(SHOWN_CHARS) {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().nth(SHOWN_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 pub fn wrong_type(name: &str, expected: &str, got: &Value) -> ApiError {

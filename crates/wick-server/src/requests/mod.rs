@@ -19,7 +19,7 @@ pub use adapter::{check_adapter_name, parse_adapter, AdapterRequest, MAX_ADAPTER
 pub use chat::{parse_chat, ChatRequest, CHAT_ROLES};
 pub use completion::{parse_completion, CompletionRequest, DEFAULT_COMPLETION_TOKENS};
 pub use embeddings::{parse_embeddings, EmbeddingsRequest, MAX_INPUTS};
-pub use fields::{type_name, wrong_type, ApiResult, Body};
+pub use fields::{shown, type_name, wrong_type, ApiResult, Body};
 pub use params::GenParams;
 
 pub use crate::error::ApiError;
@@ -89,5 +89,32 @@ mod tests {
             assert!(parse_embeddings(bytes).is_err());
             assert!(parse_adapter(bytes).is_err());
         }
+    }
+
+    /// Found by the server_requests fuzz target: unknown keys were quoted back whole and raw.
+    #[test]
+    fn errors_quote_a_clients_strings_short_and_escaped() {
+        let key = "k".repeat(100_000);
+        let bodies = [
+            format!(r#"{{"model": "m", "prompt": "x", "{key}": 1}}"#),
+            format!(r#"{{"model": "m", "prompt": "x", "logprobs": ["{key}"]}}"#),
+            format!(
+                r#"{{"model": "m", "prompt": "x", "stream": true, "stream_options": {{"{key}": 1}}}}"#
+            ),
+        ];
+        for body in &bodies {
+            let err = parse_completion(body.as_bytes(), &LIMITS).unwrap_err();
+            assert!(err.message.len() < 200, "{} bytes", err.message.len());
+            assert!(err.param.as_ref().is_some_and(|p| p.len() < 100));
+            assert!(err.message.contains('…'), "{}", err.message);
+        }
+        let role = br#"{"model": "m", "messages": [{"role": "a\nb\u001b[31m", "content": "x"}]}"#;
+        let err = parse_chat(role, &LIMITS).unwrap_err();
+        assert!(err.message.contains(r"a\nb\u{1b}[31m"), "{}", err.message);
+        assert!(
+            !err.message.chars().any(char::is_control),
+            "{}",
+            err.message
+        );
     }
 }

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use wick::generate::{GenerationConfig, GenerationDefaults, SamplingParams};
 
-use super::fields::{wrong_type, ApiResult, Body};
+use super::fields::{shown, wrong_type, ApiResult, Body};
 use super::GenLimits;
 use crate::error::ApiError;
 
@@ -160,8 +160,10 @@ fn take_logit_bias(body: &mut Body, vocab_size: usize) -> ApiResult<Vec<(u32, f3
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in map {
         let id: u32 = key.parse().map_err(|_| {
-            let shown: String = key.chars().take(40).collect();
-            ApiError::invalid("logit_bias", format!("key `{shown}` is not a token id"))
+            ApiError::invalid(
+                "logit_bias",
+                format!("key `{}` is not a token id", shown(&key)),
+            )
         })?;
         if id as usize >= vocab_size {
             return Err(ApiError::invalid(
@@ -214,8 +216,8 @@ fn take_stream_options(body: &mut Body, stream: bool) -> ApiResult<bool> {
     };
     if let Some(key) = map.keys().next() {
         return Err(ApiError::invalid(
-            format!("stream_options.{key}"),
-            format!("unrecognized stream option `{key}`"),
+            format!("stream_options.{}", shown(key)),
+            format!("unrecognized stream option `{}`", shown(key)),
         ));
     }
     Ok(include)
