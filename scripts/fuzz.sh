@@ -16,7 +16,7 @@
 # accepts them with RUSTC_BOOTSTRAP=1, set here for these builds only. This is the guide's
 # "pinned nightly for fuzzing only": CI and every other build stay on plain stable.
 #
-# Environment: FUZZ_SANITIZER (address | none; default address), FUZZ_RSS_LIMIT_MB (2048),
+# Environment: FUZZ_OUT (where the logs and summary.json go; fuzz/out), FUZZ_SANITIZER (address | none; default address), FUZZ_RSS_LIMIT_MB (2048),
 # FUZZ_TIMEOUT_S (seconds one input may take before it counts as a hang; 10), TARGETS,
 # FUZZ_DETECT_LEAKS (0): LeakSanitizer is off by default because tokenizers' caches make
 # libFuzzer suspect a leak after every input and re-run it under a full leak scan (15x fewer
@@ -38,7 +38,7 @@ TARGETS="${TARGETS:-$ALL_TARGETS}"
 
 FUZZ="$ROOT/fuzz"
 TOOLS="$FUZZ/.tools"
-OUT="$FUZZ/out"
+OUT="${FUZZ_OUT:-$FUZZ/out}"
 mkdir -p "$OUT"
 
 if ! [[ "$SECONDS_PER_TARGET" =~ ^[0-9]+$ ]] || [ "$SECONDS_PER_TARGET" -lt 1 ]; then
