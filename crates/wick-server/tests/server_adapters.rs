@@ -76,11 +76,6 @@ fn chat(f: &Fixture, model: &str) -> testkit::http::Response {
     post(&f.addr, "/v1/chat/completions", None, &body)
 }
 
-fn error_of(r: &testkit::http::Response, status: u16) -> Value {
-    assert_eq!(r.status, status, "{}", r.text());
-    r.json()["error"].clone()
-}
-
 #[cfg(unix)]
 fn symlink(target: &Path, link: &Path) {
     std::os::unix::fs::symlink(target, link).unwrap();

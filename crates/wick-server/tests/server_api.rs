@@ -65,17 +65,6 @@ fn chat_body(model: &str, user: &str, max_tokens: usize) -> Value {
     })
 }
 
-fn error_of(r: &testkit::http::Response, status: u16) -> Value {
-    assert_eq!(r.status, status, "{}", r.text());
-    let body = r.json();
-    let err = body["error"].clone();
-    for field in ["message", "type", "param", "code"] {
-        assert!(err.get(field).is_some(), "error lacks `{field}`: {body}");
-    }
-    assert!(!err["message"].as_str().unwrap().is_empty());
-    err
-}
-
 #[test]
 fn chat_equals_the_library_and_streaming_sends_the_same_text() {
     let f = fixture();

@@ -60,18 +60,6 @@ fn embed_with(addr: &str, headers: &[(&str, &str)]) -> Response {
     request(addr, "POST", "/v1/embeddings", &all, &embed_body()).unwrap()
 }
 
-fn error_of(r: &Response, status: u16) -> Value {
-    let text = r.text();
-    assert_eq!(r.status, status, "{}", &text[..text.len().min(300)]);
-    let body = r.json();
-    let err = body["error"].clone();
-    for field in ["message", "type", "param", "code"] {
-        assert!(err.get(field).is_some(), "error lacks `{field}`: {body}");
-    }
-    assert!(!err["message"].as_str().unwrap().is_empty());
-    err
-}
-
 #[test]
 fn bodies_that_are_not_json_get_415() {
     let f = fixture();

@@ -117,3 +117,17 @@ pub fn metric(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The OpenAI-format error of a response that must have `status`: every field present and a
+/// message that says something.
+pub fn error_of(r: &Response, status: u16) -> Value {
+    let start: String = r.text().chars().take(300).collect();
+    assert_eq!(r.status, status, "{start}");
+    let body = r.json();
+    let err = body["error"].clone();
+    for field in ["message", "type", "param", "code"] {
+        assert!(err.get(field).is_some(), "error lacks `{field}`: {body}");
+    }
+    assert!(!err["message"].as_str().unwrap().is_empty());
+    err
+}
