@@ -6,6 +6,9 @@
 #   models/all-MiniLM-L6-v2/                 sentence-transformers layout (F32 safetensors)
 #   models/SmolLM2-135M-Instruct/*.gguf      Q4_1 GGUF
 #   models/chatterbot-corpus/english/*.yml   question/answer pairs (BSD-3)
+#   models/llama.cpp/vocab/ggml-vocab-*      llama.cpp's tokenizer test suite (.gguf + .inp/.out)
+#   models/llama.cpp/templates/*.jinja       real chat templates llama.cpp tests with
+#   (both from the llama-cpp-python 0.3.36 source distribution, MIT, which vendors llama.cpp)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -78,5 +81,32 @@ rm -f "$models/SmolLM2-135M-Instruct/__init__.py"
 
 read -r spec sha wheel <<<"${packages[2]}"
 unpack "$(fetch_wheel "$spec" "$sha" "$wheel")" "chatterbot_corpus/data/" "$models/chatterbot-corpus"
+
+# The sdist is fetched by URL and sha256: `pip download` of a source distribution would build it.
+sdist_sha=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+sdist_url="https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-0.3.36.tar.gz"
+sdist="$cache/llama_cpp_python-0.3.36.tar.gz"
+if [[ ! -f "$models/llama.cpp/.sha256" || "$(cat "$models/llama.cpp/.sha256")" != "$sdist_sha" ]]; then
+  if [[ ! -f "$sdist" || "$(sha_of "$sdist")" != "$sdist_sha" ]]; then
+    echo "fetch-models: downloading llama-cpp-python 0.3.36 (source distribution)" >&2
+    curl -sSfL --retry 3 -o "$sdist.part" "$sdist_url"
+    mv "$sdist.part" "$sdist"
+  fi
+  if [[ "$(sha_of "$sdist")" != "$sdist_sha" ]]; then
+    echo "fetch-models: $sdist has sha256 $(sha_of "$sdist"), expected $sdist_sha; refusing to use it" >&2
+    exit 1
+  fi
+  tmp="$(mktemp -d)"
+  src="llama_cpp_python-0.3.36/vendor/llama.cpp/models"
+  tar -xzf "$sdist" -C "$tmp" --wildcards "$src/ggml-vocab-*" "$src/templates/*"
+  mkdir -p "$tmp/out/vocab"
+  mv "$tmp/$src"/ggml-vocab-* "$tmp/out/vocab/"
+  mv "$tmp/$src/templates" "$tmp/out/templates"
+  rm -rf "$models/llama.cpp"
+  mv "$tmp/out" "$models/llama.cpp"
+  rm -rf "$tmp"
+  echo "$sdist_sha" > "$models/llama.cpp/.sha256"
+  echo "fetch-models: unpacked llama.cpp's vocab test suite and chat templates into $models/llama.cpp" >&2
+fi
 
 echo "fetch-models: models ready in $models" >&2
