@@ -89,6 +89,11 @@ impl Step {
         self.len == 0
     }
 
+    /// Real tokens of each sequence once this step is in (padding excluded).
+    pub fn seq_lens(&self) -> Vec<usize> {
+        self.next_pos.iter().map(|&p| p as usize).collect()
+    }
+
     /// (batch, len) u32 positions of the new tokens.
     pub fn positions(&self, device: &Device) -> Result<Tensor> {
         Ok(Tensor::from_vec(
@@ -207,6 +212,38 @@ impl KvCache {
     /// The full (batch, kv_heads, max_len, head_dim) key and value buffers of `layer`.
     pub fn buffers(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
         Some((self.k.get(layer)?, self.v.get(layer)?))
+    }
+
+    /// (batch, len) u32 positions of the cached columns (padding columns as 0: they are masked).
+    pub fn key_positions(&self, device: &Device) -> Result<Tensor> {
+        let mut pos = Vec::with_capacity(self.batch * self.len);
+        for b in 0..self.batch {
+            let row = &self.key_pos[b * self.max_len..b * self.max_len + self.len];
+            pos.extend(row.iter().map(|&p| p.max(0) as u32));
+        }
+        Ok(Tensor::from_vec(pos, (self.batch, self.len), device)?)
+    }
+
+    /// Replaces the cached keys of `layer`, (batch, kv_heads, len, head_dim), with `f` of them
+    /// (same shape): a model whose rotary table changes with the sequence length (LongRoPE)
+    /// re-rotates what it cached under the old one.
+    pub fn map_keys(
+        &mut self,
+        layer: usize,
+        f: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        let Some(kb) = self.k.get(layer) else {
+            return Err(Error::InvalidArgument {
+                name: "cache",
+                message: format!("layer {layer} of a cache with {} layers", self.k.len()),
+            });
+        };
+        if self.len == 0 {
+            return Ok(());
+        }
+        let new = f(&kb.narrow(2, 0, self.len)?)?;
+        kb.slice_set(&new.to_dtype(kb.dtype())?.contiguous()?, 2, 0)?;
+        Ok(())
     }
 
     /// Re-allocates the buffers with room for `max_len` columns, keeping what is cached. Callers

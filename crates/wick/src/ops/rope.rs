@@ -22,14 +22,14 @@ pub enum RopeScaling {
         original_max_position_embeddings: f64,
     },
     /// LongRoPE (Phi-3 / Phi-4-mini): frequency `i` divided by `short_factor[i]` while a sequence
-    /// holds at most `original_max_position_embeddings` tokens and by `long_factor[i]` beyond;
-    /// cos and sin multiplied by `attention_factor` either way (transformers'
-    /// `_compute_longrope_parameters` and `longrope_frequency_update`).
+    /// holds at most `original_max_position_embeddings` tokens and by `long_factor[i]` beyond
+    /// (transformers' `_compute_longrope_parameters` and `longrope_frequency_update`). Its
+    /// attention factor, on cos and sin either way, is [`Rotary::new`]'s `attention_factor`
+    /// ([`RopeScaling::longrope_attention_factor`] unless the config sets one).
     LongRope {
         short_factor: Vec<f64>,
         long_factor: Vec<f64>,
         original_max_position_embeddings: usize,
-        attention_factor: f64,
     },
 }
 
@@ -52,7 +52,6 @@ impl RopeScaling {
             short_factor,
             long_factor,
             original_max_position_embeddings,
-            attention_factor,
         } = self
         else {
             return Ok(());
@@ -73,11 +72,6 @@ impl RopeScaling {
         }
         if *original_max_position_embeddings == 0 {
             return Err("longrope `original_max_position_embeddings` must be positive".into());
-        }
-        if !(attention_factor.is_finite() && *attention_factor > 0.0) {
-            return Err(format!(
-                "longrope `attention_factor` {attention_factor} must be positive"
-            ));
         }
         Ok(())
     }
@@ -162,35 +156,33 @@ pub struct Rotary {
 
 impl Rotary {
     /// Tables for `rotary_dim` rotated features of each head (even; `head_dim` without a
-    /// partial rotary factor). The caller has validated `scaling` ([`RopeScaling::validate`]).
+    /// partial rotary factor), cos and sin multiplied by `attention_factor`. The caller has
+    /// validated `scaling` ([`RopeScaling::validate`]).
     pub fn new(
         rotary_dim: usize,
         theta: f64,
         scaling: &RopeScaling,
+        attention_factor: f64,
         device: &Device,
     ) -> Result<Self> {
         let short = Tensor::new(inv_freq(rotary_dim, theta, scaling), device)?;
-        let (long, scale) = match (long_inv_freq(rotary_dim, theta, scaling), scaling) {
+        let long = match (long_inv_freq(rotary_dim, theta, scaling), scaling) {
             (
                 Some(long),
                 RopeScaling::LongRope {
                     original_max_position_embeddings,
-                    attention_factor,
                     ..
                 },
             ) => {
                 let both = Tensor::stack(&[&short, &Tensor::new(long, device)?], 0)?;
-                (
-                    Some((both, *original_max_position_embeddings)),
-                    *attention_factor,
-                )
+                Some((both, *original_max_position_embeddings))
             }
-            _ => (None, 1.0),
+            _ => None,
         };
         Ok(Rotary {
             inv_freq: short,
             long,
-            scale,
+            scale: attention_factor,
         })
     }
 
@@ -424,10 +416,10 @@ mod tests {
             short_factor: vec![1.0, 1.25, 1.5, 2.0],
             long_factor: vec![1.0, 3.0, 9.0, 27.0],
             original_max_position_embeddings: 16,
-            attention_factor: RopeScaling::longrope_attention_factor(64.0 / 16.0, 16),
         };
         scaling.validate(8).expect("valid");
-        let rot = Rotary::new(8, 10000.0, &scaling, &dev)?;
+        let factor = RopeScaling::longrope_attention_factor(64.0 / 16.0, 16);
+        let rot = Rotary::new(8, 10000.0, &scaling, factor, &dev)?;
         #[allow(clippy::type_complexity)]
         let cases: [(u32, usize, [[f32; 4]; 2], [[f32; 4]; 2]); 2] = [
             (
@@ -475,9 +467,8 @@ mod tests {
             short_factor: vec![1.0, 2.0, 4.0],
             long_factor: vec![1.5, 8.0, 64.0],
             original_max_position_embeddings: 4,
-            attention_factor: 1.3,
         };
-        let rot = Rotary::new(6, 500.0, &scaling, &dev)?;
+        let rot = Rotary::new(6, 500.0, &scaling, 1.3, &dev)?;
         let pos = Tensor::new(&[[0u32, 1, 2, 3], [0, 1, 2, 3]], &dev)?;
         // The same positions in a 4-token and a 5-token sequence: only the second is long.
         let (cos, _) = rot.cos_sin(&pos, &[4, 5], DType::F32)?;
@@ -513,7 +504,6 @@ mod tests {
             short_factor: vec![1.0; 6],
             long_factor: vec![1.0; 5],
             original_max_position_embeddings: 4096,
-            attention_factor: 1.0,
         };
         let err = scaling.validate(12).expect_err("long_factor is one short");
         assert!(
@@ -524,7 +514,6 @@ mod tests {
             short_factor: vec![0.0; 6],
             long_factor: vec![1.0; 6],
             original_max_position_embeddings: 4096,
-            attention_factor: 1.0,
         };
         assert!(zero
             .validate(12)
