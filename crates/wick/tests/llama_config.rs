@@ -54,10 +54,10 @@ fn unknown_architecture_is_named_with_the_file() {
         "{msg}"
     );
     // The same from a derived config (GGUF): the origin is named.
-    let e = DecoderConfig::from_value(base("phi3"), Path::new("/m/model.gguf")).unwrap_err();
+    let e = DecoderConfig::from_value(base("falcon"), Path::new("/m/model.gguf")).unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("/m/model.gguf: unsupported architecture `phi3`"),
+            .starts_with("/m/model.gguf: unsupported architecture `falcon`"),
         "{e}"
     );
     let mut v = base("llama");

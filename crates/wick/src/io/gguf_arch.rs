@@ -92,6 +92,22 @@ pub const GGUF_ARCHS: &[GgufArch] = &[
         layer: &[],
         config: smollm3_config,
     },
+    GgufArch {
+        arch: "phi3",
+        model_type: "phi3",
+        class: "Phi3ForCausalLM",
+        permuted_qk: false,
+        global: &[],
+        layer: PHI3_FUSED,
+        config: phi3_config,
+    },
+];
+
+/// Phi-3's fused projections: llama.cpp keeps `qkv_proj` whole and stores `gate_up_proj` (gate
+/// rows, then up rows) under `ffn_up`.
+const PHI3_FUSED: &[(&str, &str)] = &[
+    ("self_attn.qkv_proj", "attn_qkv"),
+    ("mlp.gate_up_proj", "ffn_up"),
 ];
 
 /// The row of `general.architecture` = `arch`.
@@ -136,6 +152,66 @@ fn llama_config(file: &GgufFile, cfg: &mut ConfigFields) -> Result<()> {
 /// it, so the GGUF holds no key for it.
 fn smollm3_config(_: &GgufFile, cfg: &mut ConfigFields) -> Result<()> {
     cfg.insert("no_rope_layer_interval".into(), 4.into());
+    Ok(())
+}
+
+/// Phi-3's converter writes the rotary width as `rope.dimension_count` (partial rotary), the
+/// window as `attention.sliding_window` (0: none, Phi-4-mini) and LongRoPE as two tensors,
+/// `rope_factors_long` / `rope_factors_short`, with `rope.scaling.original_context_length` and
+/// `rope.scaling.attn_factor`.
+fn phi3_config(file: &GgufFile, cfg: &mut ConfigFields) -> Result<()> {
+    let key = |k: &str| format!("phi3.{k}");
+    let heads = file.get_usize(&key("attention.head_count"))?;
+    let hidden = file.get_usize(&key("embedding_length"))?;
+    let head_dim = file
+        .opt(&key("attention.key_length"), GgufFile::get_usize)?
+        .unwrap_or(hidden / heads.max(1));
+    if let Some(rot) = file.opt(&key("rope.dimension_count"), GgufFile::get_usize)? {
+        cfg.insert(
+            "partial_rotary_factor".into(),
+            json!(rot as f64 / head_dim as f64),
+        );
+    }
+    let window = file
+        .opt(&key("attention.sliding_window"), GgufFile::get_usize)?
+        .filter(|&w| w > 0);
+    cfg.insert("sliding_window".into(), json!(window));
+    let (Some(_), Some(_)) = (
+        file.tensor_info("rope_factors_long.weight"),
+        file.tensor_info("rope_factors_short.weight"),
+    ) else {
+        return Ok(());
+    };
+    let factors = |name: &str| -> Result<Vec<f64>> {
+        let cpu = candle_core::Device::Cpu;
+        let t = file.qtensor(name, &cpu)?.dequantize(&cpu)?.flatten_all()?;
+        Ok(t.to_vec1::<f32>()?.into_iter().map(decimal).collect())
+    };
+    let max_pos = file.get_usize(&key("context_length"))?;
+    let original = file
+        .opt(
+            &key("rope.scaling.original_context_length"),
+            GgufFile::get_usize,
+        )?
+        .unwrap_or(max_pos);
+    let mut rope = json!({
+        "type": "longrope",
+        "rope_type": "longrope",
+        "long_factor": factors("rope_factors_long.weight")?,
+        "short_factor": factors("rope_factors_short.weight")?,
+    });
+    // The converter stores the default factor rounded to f32; keep it only if it differs.
+    if let Some(attn) = file.opt(&key("rope.scaling.attn_factor"), GgufFile::get_f32)? {
+        let default = crate::ops::rope::RopeScaling::longrope_attention_factor(
+            max_pos as f64 / original as f64,
+            original,
+        );
+        if default as f32 != attn {
+            rope["attention_factor"] = json!(decimal(attn));
+        }
+    }
+    cfg.insert("original_max_position_embeddings".into(), original.into());
+    cfg.insert("rope_scaling".into(), rope);
     Ok(())
 }
 

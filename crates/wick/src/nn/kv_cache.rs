@@ -147,6 +147,8 @@ pub struct KvCache {
     key_pos: Vec<i64>,
     /// Next position of each sequence.
     next_pos: Vec<i64>,
+    /// (batch × max_len) token id fed at each column, where the model records it.
+    ids: Vec<u32>,
 }
 
 impl KvCache {
@@ -180,6 +182,7 @@ impl KvCache {
             len: 0,
             key_pos: vec![PAD; batch * max_len],
             next_pos: vec![0; batch],
+            ids: vec![0; batch * max_len],
         })
     }
 
@@ -214,36 +217,43 @@ impl KvCache {
         Some((self.k.get(layer)?, self.v.get(layer)?))
     }
 
-    /// (batch, len) u32 positions of the cached columns (padding columns as 0: they are masked).
-    pub fn key_positions(&self, device: &Device) -> Result<Tensor> {
-        let mut pos = Vec::with_capacity(self.batch * self.len);
-        for b in 0..self.batch {
-            let row = &self.key_pos[b * self.max_len..b * self.max_len + self.len];
-            pos.extend(row.iter().map(|&p| p.max(0) as u32));
-        }
-        Ok(Tensor::from_vec(pos, (self.batch, self.len), device)?)
-    }
-
-    /// Replaces the cached keys of `layer`, (batch, kv_heads, len, head_dim), with `f` of them
-    /// (same shape): a model whose rotary table changes with the sequence length (LongRoPE)
-    /// re-rotates what it cached under the old one.
-    pub fn map_keys(
-        &mut self,
-        layer: usize,
-        f: impl FnOnce(&Tensor) -> Result<Tensor>,
-    ) -> Result<()> {
-        let Some(kb) = self.k.get(layer) else {
+    /// Records the token ids `ids` (batch × step.len) of `step`'s columns, so a model whose
+    /// rotary table depends on the sequence length (LongRoPE) can recompute the history with
+    /// [`KvCache::history`] when a sequence grows past its threshold.
+    pub fn record_ids(&mut self, step: &Step, ids: &[u32]) -> Result<()> {
+        if ids.len() != step.batch * step.len || step.start + step.len > self.max_len {
             return Err(Error::InvalidArgument {
                 name: "cache",
-                message: format!("layer {layer} of a cache with {} layers", self.k.len()),
+                message: format!(
+                    "{} ids for a step of {} x {} at column {} (max_len {})",
+                    ids.len(),
+                    step.batch,
+                    step.len,
+                    step.start,
+                    self.max_len
+                ),
             });
-        };
-        if self.len == 0 {
+        }
+        if step.len == 0 {
             return Ok(());
         }
-        let new = f(&kb.narrow(2, 0, self.len)?)?;
-        kb.slice_set(&new.to_dtype(kb.dtype())?.contiguous()?, 2, 0)?;
+        for (b, row) in ids.chunks(step.len).enumerate() {
+            let at = b * self.max_len + step.start;
+            self.ids[at..at + step.len].copy_from_slice(row);
+        }
         Ok(())
+    }
+
+    /// The recorded ids (batch × len) of the cached columns and their mask (1 real, 0 padding).
+    pub fn history(&self) -> (Vec<u32>, Vec<u8>) {
+        let mut ids = Vec::with_capacity(self.batch * self.len);
+        let mut mask = Vec::with_capacity(self.batch * self.len);
+        for b in 0..self.batch {
+            let cols = b * self.max_len..b * self.max_len + self.len;
+            ids.extend_from_slice(&self.ids[cols.clone()]);
+            mask.extend(self.key_pos[cols].iter().map(|&p| u8::from(p != PAD)));
+        }
+        (ids, mask)
     }
 
     /// Re-allocates the buffers with room for `max_len` columns, keeping what is cached. Callers
@@ -271,11 +281,14 @@ impl KvCache {
             .map(regrow)
             .collect::<candle_core::Result<_>>()?;
         let mut key_pos = vec![PAD; self.batch * max_len];
+        let mut ids = vec![0; self.batch * max_len];
         for b in 0..self.batch {
-            key_pos[b * max_len..b * max_len + self.len]
-                .copy_from_slice(&self.key_pos[b * self.max_len..b * self.max_len + self.len]);
+            let (new, old) = (b * max_len, b * self.max_len);
+            key_pos[new..new + self.len].copy_from_slice(&self.key_pos[old..old + self.len]);
+            ids[new..new + self.len].copy_from_slice(&self.ids[old..old + self.len]);
         }
         self.key_pos = key_pos;
+        self.ids = ids;
         self.max_len = max_len;
         Ok(())
     }
@@ -381,6 +394,31 @@ mod tests {
             k.flatten_all()?.to_vec1::<f32>()?,
             vec![1., 2., 3., 4., 5., 6.]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn recorded_ids_and_padding_come_back_as_history_after_grow() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut cache = KvCache::new(1, 2, 1, 2, 3, DType::F32, &dev)?;
+        let kv = |n| Tensor::zeros((2, 1, n, 2), DType::F32, &dev);
+        // Row 1 is left-padded by one column.
+        let step = cache.begin(2, 2, Some(&[1, 1, 0, 1]))?;
+        cache.record_ids(&step, &[7, 8, 0, 9])?;
+        cache.write(0, &step, &kv(2)?, &kv(2)?)?;
+        cache.commit(step);
+        cache.grow(4)?;
+        let step = cache.begin(2, 1, None)?;
+        assert!(
+            cache.record_ids(&step, &[1]).is_err(),
+            "one id per sequence"
+        );
+        cache.record_ids(&step, &[10, 11])?;
+        cache.write(0, &step, &kv(1)?, &kv(1)?)?;
+        cache.commit(step);
+        let (ids, mask) = cache.history();
+        assert_eq!(ids, vec![7, 8, 10, 0, 9, 11]);
+        assert_eq!(mask, vec![1, 1, 1, 0, 1, 1]);
         Ok(())
     }
 

@@ -194,6 +194,11 @@ impl Rotary {
         }
     }
 
+    /// LongRoPE: the longest sequence that still takes the short table (None: one table).
+    pub fn long_threshold(&self) -> Option<usize> {
+        self.long.as_ref().map(|(_, short_max)| *short_max)
+    }
+
     /// Whether this is one table for every length with cos/sin unscaled (plain or linear /
     /// Llama 3 RoPE): what fused decode paths that take one `inv_freq` can run.
     pub fn is_plain(&self) -> bool {
@@ -233,41 +238,6 @@ impl Rotary {
             (cos * self.scale)?.to_dtype(dtype)?,
             (sin * self.scale)?.to_dtype(dtype)?,
         ))
-    }
-
-    /// LongRoPE: keys cached while a sequence was short were rotated with the short table; once
-    /// it grows past `original_max_position_embeddings` transformers recomputes them with the
-    /// long one. Rotating a cached key by `pos · (long − short)` gives exactly that (the
-    /// attention factor is on both). Returns cos/sin (batch, cols, rotary_dim / 2) for
-    /// `key_positions` (batch, cols) that do this for the sequences whose length goes from
-    /// `before[b]` to `after[b]` across the threshold and leave the others alone; None when no
-    /// sequence crosses.
-    pub fn short_to_long(
-        &self,
-        key_positions: &Tensor,
-        before: &[usize],
-        after: &[usize],
-        dtype: DType,
-    ) -> Result<Option<(Tensor, Tensor)>> {
-        let Some((both, short_max)) = &self.long else {
-            return Ok(None);
-        };
-        let crosses: Vec<bool> = before
-            .iter()
-            .zip(after)
-            .map(|(&b, &a)| b <= *short_max && a > *short_max)
-            .collect();
-        if !crosses.contains(&true) {
-            return Ok(None);
-        }
-        let delta = (both.get(1)? - both.get(0)?)?;
-        let zero = delta.zeros_like()?;
-        let rows = crosses
-            .iter()
-            .map(|&c| if c { delta.clone() } else { zero.clone() })
-            .collect::<Vec<_>>();
-        let (cos, sin) = cos_sin(&Tensor::stack(&rows, 0)?, key_positions, DType::F32)?;
-        Ok(Some((cos.to_dtype(dtype)?, sin.to_dtype(dtype)?)))
     }
 }
 
@@ -461,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn longrope_picks_the_table_per_sequence_and_rerotates_cached_keys() -> Result<()> {
+    fn longrope_picks_the_table_per_sequence() -> Result<()> {
         let dev = Device::Cpu;
         let scaling = RopeScaling::LongRope {
             short_factor: vec![1.0, 2.0, 4.0],
@@ -481,20 +451,7 @@ mod tests {
             "the two tables should differ"
         );
 
-        // Keys rotated short, then re-rotated, equal keys rotated long (for the crossing row).
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 4, 6), &dev)?;
-        let (cs, ss) = rot.cos_sin(&pos, &[4, 4], DType::F32)?;
-        let (cl, sl) = rot.cos_sin(&pos, &[5, 4], DType::F32)?;
-        let cached = rope(&x, &cs, &ss)?;
-        let (c, s) = rot
-            .short_to_long(&pos, &[4, 4], &[5, 4], DType::F32)?
-            .expect("crosses");
-        let moved = rope(&cached, &c, &s)?;
-        let diff = max_diff(&moved, &rope(&x, &cl, &sl)?)?;
-        assert!(diff < 1e-5, "re-rotated keys differ by {diff}");
-        assert!(rot
-            .short_to_long(&pos, &[5, 3], &[6, 4], DType::F32)?
-            .is_none());
+        assert_eq!(rot.long_threshold(), Some(4));
         Ok(())
     }
 

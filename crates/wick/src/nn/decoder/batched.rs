@@ -41,8 +41,20 @@ impl DecoderModel {
             positions.push(cache.seq_lens()[0] as u32);
         }
         let positions = Tensor::from_vec(positions, (n, 1), &self.device)?;
+        let seq_lens: Vec<usize> = steps.iter().map(|s| s.seq_lens()[0]).collect();
+        if self.has_long_rope() {
+            // Planned steps stay valid: a refill gives the cache back its columns and positions.
+            for ((cache, step), (&len, &token)) in caches
+                .iter_mut()
+                .zip(&steps)
+                .zip(seq_lens.iter().zip(tokens))
+            {
+                self.refill_if_crossing(cache, &[len])?;
+                self.record_ids(cache, step, &[token])?;
+            }
+        }
         // cos/sin of every kind at the n positions (rows are per sequence).
-        let stacked = self.kind_inputs(&steps[0], &positions)?;
+        let stacked = self.kind_inputs(&steps[0], &positions, &seq_lens)?;
         // Each sequence's mask per kind.
         let masks = steps
             .iter()

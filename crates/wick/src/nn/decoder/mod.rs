@@ -20,10 +20,11 @@ use crate::error::{Error, Result};
 use crate::io::weights::WeightView;
 use crate::nn::{Embedding, KvCache, Linear, RmsNorm, Step};
 use crate::ops::decode::{DecoderWeights, LayerWeights};
-use crate::ops::rope::{cos_sin, inv_freq, RopeScaling};
+use crate::ops::rope::{RopeScaling, Rotary};
 
 mod batched;
 mod layer;
+mod long_rope;
 
 use layer::DecoderLayer;
 
@@ -188,8 +189,8 @@ impl DecoderConfig {
 /// One attention kind's precomputed RoPE frequencies.
 struct KindTables {
     window: Option<usize>,
-    /// (rotary_dim / 2) inverse frequencies and the cos/sin factor, when the kind rotates.
-    rope: Option<(Tensor, f64)>,
+    /// The rotary tables, when the kind rotates (LongRoPE: two, chosen per sequence by length).
+    rope: Option<Rotary>,
 }
 
 /// Per-forward inputs of one attention kind, shared by its layers.
@@ -236,10 +237,13 @@ impl DecoderModel {
             .iter()
             .map(|k| -> Result<KindTables> {
                 let rope = match &k.rope {
-                    Some(r) => {
-                        let freqs = inv_freq(r.rotary_dim, r.theta, &r.scaling);
-                        Some((Tensor::new(freqs, vb.device())?, r.attention_factor))
-                    }
+                    Some(r) => Some(Rotary::new(
+                        r.rotary_dim,
+                        r.theta,
+                        &r.scaling,
+                        r.attention_factor,
+                        vb.device(),
+                    )?),
                     None => None,
                 };
                 Ok(KindTables {
@@ -338,12 +342,8 @@ impl DecoderModel {
             && (c.attn_scale - 1.0 / (c.head_dim as f64).sqrt()).abs() < 1e-12
             && self.kinds.len() == 1;
         let kind = self.kinds.first()?;
-        let (inv_freq, factor) = kind.rope.as_ref()?;
-        if !plain
-            || kind.window.is_some()
-            || *factor != 1.0
-            || inv_freq.dim(0).ok()? * 2 != c.head_dim
-        {
+        let rotary = kind.rope.as_ref()?;
+        if !plain || kind.window.is_some() || !rotary.is_plain() || rotary.dim() != c.head_dim {
             return None;
         }
         let dense = |l: &Linear| -> Option<Tensor> {
@@ -383,7 +383,7 @@ impl DecoderModel {
             layers,
             norm: self.norm.weight().clone(),
             lm_head: dense(&self.lm_head)?,
-            inv_freq: inv_freq.clone(),
+            inv_freq: rotary.inv_freq(0).ok()?,
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
@@ -457,19 +457,19 @@ impl DecoderModel {
     }
 
     /// Each attention kind's cos/sin at `positions` (batch, seq) and its mask for `step`.
-    fn kind_inputs(&self, step: &Step, positions: &Tensor) -> Result<Vec<KindInputs>> {
+    /// `seq_lens[b]` is sequence b's length once these tokens are in (LongRoPE picks its table
+    /// by it).
+    fn kind_inputs(
+        &self,
+        step: &Step,
+        positions: &Tensor,
+        seq_lens: &[usize],
+    ) -> Result<Vec<KindInputs>> {
         self.kinds
             .iter()
             .map(|k| {
                 let rope = match &k.rope {
-                    Some((freqs, factor)) => {
-                        let (cos, sin) = cos_sin(freqs, positions, self.dtype)?;
-                        if *factor == 1.0 {
-                            Some((cos, sin))
-                        } else {
-                            Some(((cos * *factor)?, (sin * *factor)?))
-                        }
-                    }
+                    Some(r) => Some(r.cos_sin(positions, seq_lens, self.dtype)?),
                     None => None,
                 };
                 let bias = step.attention_bias(k.window, &self.device)?;
@@ -503,8 +503,21 @@ impl DecoderModel {
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        rows: Rows,
+    ) -> Result<Tensor> {
+        self.run_with(input_ids, attention_mask, cache, rows, None)
+    }
+
+    /// [`DecoderModel::run`]; `table_lens` overrides the sequence lengths the rotary tables are
+    /// chosen by (LongRoPE's refill of a cache, see long_rope.rs).
+    fn run_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
         mut cache: Option<&mut KvCache>,
         rows: Rows,
+        table_lens: Option<&[usize]>,
     ) -> Result<Tensor> {
         let (b, s) = match *input_ids.dims() {
             [b, s] if b > 0 && s > 0 => (b, s),
@@ -538,8 +551,16 @@ impl DecoderModel {
             Some(c) => c.begin(b, s, mask.as_deref())?,
             None => Step::fresh(b, s, mask.as_deref()),
         };
-        let kinds = self.kind_inputs(&step, &step.positions(&self.device)?)?;
-        let mut x = self.embed(&input_ids.to_dtype(DType::U32)?)?;
+        let input_ids = input_ids.to_dtype(DType::U32)?;
+        if let Some(c) = cache.as_deref_mut() {
+            if self.has_long_rope() {
+                self.refill_if_crossing(c, &step.seq_lens())?;
+                self.record_ids(c, &step, &input_ids.flatten_all()?.to_vec1::<u32>()?)?;
+            }
+        }
+        let lens = table_lens.map_or_else(|| step.seq_lens(), <[usize]>::to_vec);
+        let kinds = self.kind_inputs(&step, &step.positions(&self.device)?, &lens)?;
+        let mut x = self.embed(&input_ids)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let kind = &kinds[layer.kind];
             x = layer.forward(

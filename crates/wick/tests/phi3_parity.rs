@@ -1,0 +1,322 @@
+//! Golden parity of models/phi3.rs against transformers on fixtures/tiny_phi3 (Phi-4-mini's shape:
+//! fused qkv_proj / gate_up_proj, partial rotary 0.75, LongRoPE with original_max 16, tied
+//! embeddings): logits of a short (12-token) and a long (20-token) sequence, prefill + cached
+//! decode across original_max equal to the full forward, a left-padded batch of two lengths equal
+//! to two single runs (also when one of them crosses original_max while decoding, in a batched
+//! cache and in per-sequence caches), the sliding-window variant, and the F32 GGUF written by
+//! llama.cpp's convert_hf_to_gguf.py.
+
+#![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
+
+mod llama_common;
+
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use llama_common::*;
+use wick::io::gguf::GgufFile;
+use wick::models::{DecoderConfig, DecoderModel};
+use wick::ops::rope::RopeScaling;
+
+const CASE: &str = "tiny_phi3";
+const VOCAB: usize = 328;
+const TOL: f32 = 1e-4;
+/// original_max_position_embeddings of the fixture: 16 tokens take the short factors, 17 the long.
+const ORIGINAL_MAX: usize = 16;
+const TOTAL: usize = PROMPT_LEN + DECODE_STEPS;
+
+fn gguf_model() -> DecoderModel {
+    let path = fixture_path(CASE, "tiny_phi3-f32.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let cfg = DecoderConfig::from_value(file.hf_config().unwrap(), &path).unwrap();
+    model_from(&cfg, Arc::new(file), DType::F32)
+}
+
+#[test]
+fn config_reads_fused_projections_partial_rotary_and_longrope() {
+    let cfg = config(CASE, "config.json");
+    assert!(cfg.fused_qkv && cfg.fused_gate_up && cfg.tie_word_embeddings);
+    assert_eq!(cfg.head_dim, 16);
+    let rope = cfg.layer_rope(0).unwrap();
+    assert_eq!(rope.rotary_dim, 12);
+    let want_factor = (1.0 + 4f64.ln() / 16f64.ln()).sqrt();
+    assert!((rope.attention_factor - want_factor).abs() < 1e-12);
+    let RopeScaling::LongRope {
+        short_factor,
+        long_factor,
+        original_max_position_embeddings,
+    } = &rope.scaling
+    else {
+        panic!("expected LongRoPE, got {:?}", rope.scaling);
+    };
+    assert_eq!(*original_max_position_embeddings, ORIGINAL_MAX);
+    assert_eq!(short_factor, &[1.0, 1.1, 1.3, 1.6, 2.0, 2.5]);
+    assert_eq!(long_factor, &[1.0, 1.5, 3.0, 6.0, 12.0, 24.0]);
+    assert_eq!(cfg.layer_windows(), vec![None, None]);
+    assert_eq!(
+        cfg.projection_names(),
+        ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
+    );
+
+    let window = config(CASE, "config_window.json");
+    assert_eq!(window.layer_windows(), vec![Some(5), Some(5)]);
+    let rope = window.layer_rope(0).unwrap();
+    assert_eq!((rope.rotary_dim, &rope.scaling), (16, &RopeScaling::None));
+
+    // The GGUF's metadata and rope_factors tensors give back the same configuration.
+    let path = fixture_path(CASE, "tiny_phi3-f32.gguf");
+    let from_gguf =
+        DecoderConfig::from_value(GgufFile::open(&path).unwrap().hf_config().unwrap(), &path)
+            .unwrap();
+    assert_eq!(from_gguf.attention_kinds, cfg.attention_kinds);
+    assert!(from_gguf.fused_qkv && from_gguf.tie_word_embeddings);
+}
+
+#[test]
+fn bad_longrope_config_is_refused_naming_the_field() {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_path(CASE, "config.json")).unwrap())
+            .unwrap();
+    value["rope_parameters"]["long_factor"] = serde_json::json!([1.0, 2.0]);
+    let err = DecoderConfig::from_value(value.clone(), std::path::Path::new("x/config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("x/config.json") && err.contains("`long_factor` has 2 entries"),
+        "{err}"
+    );
+    value["rope_parameters"]["rope_type"] = "dynamic".into();
+    let err = DecoderConfig::from_value(value, std::path::Path::new("x/config.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`dynamic` is unsupported for phi3"), "{err}");
+}
+
+/// Logits of a sequence within original_max (short factors) and one beyond it (long factors),
+/// uncached and through a prefill, from safetensors and from the llama.cpp GGUF.
+fn logits_match(m: &DecoderModel, source: &str) {
+    let e = Expected::load(CASE);
+    for (ids, logits, len) in [
+        ("input_ids", "logits", PROMPT_LEN),
+        ("short_ids", "short_logits", SHORT_LEN),
+        ("full_ids", "full_logits", TOTAL),
+    ] {
+        let ids = e.ids(ids, &[1, len]);
+        let want = flat(&e.f32(logits, &[1, len, VOCAB]));
+        let got = m.forward_uncached(&ids, None).unwrap();
+        check(
+            &format!("{source} {len}-token logits"),
+            &flat(&got),
+            &want,
+            TOL,
+        );
+        let mut cache = m.new_cache(1, len).unwrap();
+        let got = m.forward(&ids, None, &mut cache).unwrap();
+        check(
+            &format!("{source} {len}-token prefill"),
+            &flat(&got),
+            &want,
+            TOL,
+        );
+    }
+}
+
+#[test]
+fn logits_match_transformers() {
+    logits_match(&model(CASE), "safetensors");
+}
+
+#[test]
+fn f32_gguf_from_llama_cpp_matches_transformers() {
+    logits_match(&gguf_model(), "gguf");
+}
+
+/// Prefill 12 tokens, then 8 one-token steps: the step to 17 tokens crosses original_max, so
+/// the cache is recomputed with the long factors (nn/decoder/long_rope.rs). Each step equals
+/// transformers (whose
+/// generate() recomputes the prefix at that point) and our own full forward of the prefix
+/// (LongRoPE's table depends on the length, so each prefix is its own full forward).
+#[test]
+fn prefill_and_decode_across_original_max_equal_the_full_forward() {
+    let m = model(CASE);
+    let e = Expected::load(CASE);
+    let full_ids = e.ids("full_ids", &[1, TOTAL]);
+    let tokens = e.ids("decode_tokens", &[1, DECODE_STEPS + 1]);
+    let want_steps = e.f32("decode_logits", &[DECODE_STEPS, VOCAB]);
+    let mut cache = m.new_cache(1, TOTAL).unwrap();
+    m.forward(&e.ids("input_ids", &[1, PROMPT_LEN]), None, &mut cache)
+        .unwrap();
+    for i in 0..DECODE_STEPS {
+        let step = m
+            .forward(&tokens.narrow(1, i, 1).unwrap(), None, &mut cache)
+            .unwrap();
+        let len = PROMPT_LEN + i + 1;
+        let prefix = m
+            .forward_uncached(&full_ids.narrow(1, 0, len).unwrap(), None)
+            .unwrap();
+        check(
+            &format!("decode to {len} tokens vs full forward"),
+            &flat(&step),
+            &flat(&prefix.narrow(1, len - 1, 1).unwrap()),
+            TOL,
+        );
+        let hf = want_steps.narrow(0, i, 1).unwrap();
+        check(
+            &format!("decode to {len} tokens vs transformers"),
+            &flat(&step),
+            &flat(&hf),
+            TOL,
+        );
+    }
+    assert_eq!(cache.len(), TOTAL);
+}
+
+/// The same 16 tokens in a 16-token and in a 20-token sequence get visibly different logits (short
+/// vs long table), so a cache kept from before the threshold would fail the decode test above.
+#[test]
+fn short_and_long_tables_give_different_logits() {
+    let m = model(CASE);
+    let e = Expected::load(CASE);
+    let full = e.ids("full_ids", &[1, TOTAL]);
+    let long = m.forward_uncached(&full, None).unwrap();
+    let prefix = m
+        .forward_uncached(&full.narrow(1, 0, ORIGINAL_MAX).unwrap(), None)
+        .unwrap();
+    let d = testkit::compare::diff(
+        &flat(&long.narrow(1, 0, ORIGINAL_MAX).unwrap()),
+        &flat(&prefix),
+    );
+    println!(
+        "16-token prefix: long vs short table max abs diff {:.3e}",
+        d.max_abs
+    );
+    assert!(d.max_abs > 1e-2, "tables too close: {}", d.max_abs);
+}
+
+/// Runs `prompt` alone through prefill + `steps` decode tokens; returns each call's logits.
+fn single_run(m: &DecoderModel, prompt: &Tensor, steps: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = m.new_cache(1, TOTAL).unwrap();
+    let mut out = vec![flat(&m.forward(prompt, None, &mut cache).unwrap())];
+    for &t in steps {
+        let ids = Tensor::new(&[[t]], &Device::Cpu).unwrap();
+        out.push(flat(&m.forward(&ids, None, &mut cache).unwrap()));
+    }
+    out
+}
+
+/// Steps after the prompts of the batch test: the 12-token one crosses original_max at its
+/// 5th step, the 7-token one never does. LongRoPE's table is chosen per sequence.
+const NEXT: [[u32; 6]; 2] = [[5, 17, 250, 3, 77, 301], [99, 3, 42, 8, 160, 12]];
+
+#[test]
+fn padded_batch_of_two_lengths_equals_two_single_runs() {
+    let m = model(CASE);
+    let e = Expected::load(CASE);
+    let long = e.ids("input_ids", &[1, PROMPT_LEN]);
+    let short = e.ids("short_ids", &[1, SHORT_LEN]);
+    let alone = [
+        single_run(&m, &long, &NEXT[0]),
+        single_run(&m, &short, &NEXT[1]),
+    ];
+    let row = |t: &Tensor, b: usize, from: usize, len: usize| {
+        flat(&t.get(b).unwrap().narrow(0, from, len).unwrap())
+    };
+    let ids = e.ids("batch_ids", &[2, PROMPT_LEN]);
+    let mask = e.ids("batch_mask", &[2, PROMPT_LEN]);
+    let pad = PROMPT_LEN - SHORT_LEN;
+    let mut cache = m.new_cache(2, PROMPT_LEN + NEXT[0].len()).unwrap();
+    let got = m.forward(&ids, Some(&mask), &mut cache).unwrap();
+    let hf = e.f32("batch_logits", &[2, PROMPT_LEN, VOCAB]);
+    for (b, from, len) in [(0, 0, PROMPT_LEN), (1, pad, SHORT_LEN)] {
+        check(
+            &format!("left-padded row {b} vs transformers"),
+            &row(&got, b, from, len),
+            &row(&hf, b, from, len),
+            TOL,
+        );
+        check(
+            &format!("left-padded row {b} vs single"),
+            &row(&got, b, from, len),
+            &alone[b][0],
+            TOL,
+        );
+    }
+    for i in 0..NEXT[0].len() {
+        let ids = Tensor::new(&[[NEXT[0][i]], [NEXT[1][i]]], &Device::Cpu).unwrap();
+        let last = m.forward_last(&ids, None, &mut cache).unwrap();
+        for (b, single) in alone.iter().enumerate() {
+            check(
+                &format!("batched decode step {i} row {b}"),
+                &flat(&last.get(b).unwrap()),
+                &single[i + 1],
+                TOL,
+            );
+        }
+    }
+}
+
+/// Continuous batching (one cache per sequence, `forward_decode`): the same two sequences.
+#[test]
+fn per_sequence_cache_decode_equals_single_runs() {
+    let m = model(CASE);
+    let e = Expected::load(CASE);
+    let prompts = [
+        e.ids("input_ids", &[1, PROMPT_LEN]),
+        e.ids("short_ids", &[1, SHORT_LEN]),
+    ];
+    let alone = [
+        single_run(&m, &prompts[0], &NEXT[0]),
+        single_run(&m, &prompts[1], &NEXT[1]),
+    ];
+    let mut caches: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let mut c = m.new_cache(1, TOTAL).unwrap();
+            m.forward(p, None, &mut c).unwrap();
+            c
+        })
+        .collect();
+    for i in 0..NEXT[0].len() {
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let got = m
+            .forward_decode(&[NEXT[0][i], NEXT[1][i]], &mut refs)
+            .unwrap();
+        for (b, single) in alone.iter().enumerate() {
+            check(
+                &format!("per-sequence decode step {i} row {b}"),
+                &flat(&got.get(b).unwrap()),
+                &single[i + 1],
+                TOL,
+            );
+        }
+    }
+}
+
+/// The same weights configured like Phi-3-mini-4k (plain RoPE, full rotary, sliding window 5):
+/// parity with transformers, and cached decode equals the full forward under the window.
+#[test]
+fn sliding_window_variant_matches_transformers_and_decodes() {
+    let cfg = config(CASE, "config_window.json");
+    let m = model_from(&cfg, Arc::new(weights(CASE)), DType::F32);
+    let e = Expected::load(CASE);
+    let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
+    let got = m.forward_uncached(&ids, None).unwrap();
+    let want = e.f32("logits_window", &[1, PROMPT_LEN, VOCAB]);
+    check("window logits", &flat(&got), &flat(&want), TOL);
+    let full_ids = e.ids("full_ids", &[1, TOTAL]);
+    let want_full = e.f32("full_logits_window", &[1, TOTAL, VOCAB]);
+    let mut cache = m.new_cache(1, TOTAL).unwrap();
+    m.forward(&ids, None, &mut cache).unwrap();
+    for i in 0..DECODE_STEPS {
+        let col = PROMPT_LEN + i;
+        let step = m
+            .forward(&full_ids.narrow(1, col, 1).unwrap(), None, &mut cache)
+            .unwrap();
+        check(
+            &format!("window decode step {i} vs transformers' full forward"),
+            &flat(&step),
+            &flat(&want_full.narrow(1, col, 1).unwrap()),
+            TOL,
+        );
+    }
+}
