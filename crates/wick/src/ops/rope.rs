@@ -380,6 +380,7 @@ mod tests {
     /// max_position_embeddings 64 (attention factor sqrt(1 + ln 4 / ln 16)); positions [3, 15]
     /// (a 16-token sequence: short factors) and [3, 16] (17 tokens: long factors).
     #[test]
+    #[allow(clippy::excessive_precision)] // transformers' values as printed
     fn longrope_matches_transformers() -> Result<()> {
         let dev = Device::Cpu;
         let scaling = RopeScaling::LongRope {
