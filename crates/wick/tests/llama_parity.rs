@@ -1,7 +1,8 @@
 //! Golden parity of the shared decoder against transformers on the tiny random models of
 //! fixtures/tiny_llama (GQA, untied head, llama3/linear RoPE variants), fixtures/tiny_qwen2
 //! (q/k/v bias, tied embeddings), fixtures/tiny_qwen3 (q/k norms, head_dim 32 ≠ hidden / heads)
-//! and fixtures/tiny_smollm3 (4 layers, layer 3 NoPE): full-sequence logits, prefill + cached
+//! fixtures/tiny_smollm3 (4 layers, layer 3 NoPE) and fixtures/tiny_phi3 (fused projections,
+//! partial rotary, LongRoPE; its own checks in phi3_parity.rs): full-sequence logits, prefill + cached
 //! decode steps, a left-padded batch of two lengths, sliding-window variants, and each model
 //! converted to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py.
 
@@ -19,14 +20,19 @@ use wick::models::DecoderConfig;
 
 const TOL: f32 = 1e-4;
 
+/// The vocabulary of a fixture (256 for most, 328 for tiny_phi3's SentencePiece + added tokens).
+fn vocab(case: &str) -> usize {
+    config(case, "config.json").vocab_size
+}
+
 fn logits_match(case: &str) {
     let m = model(case);
     let e = Expected::load(case);
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
-    let want = flat(&e.f32("logits", &[1, PROMPT_LEN, VOCAB]));
+    let want = flat(&e.f32("logits", &[1, PROMPT_LEN, vocab(case)]));
 
     let uncached = m.forward_uncached(&ids, None).unwrap();
-    assert_eq!(uncached.dims(), &[1, PROMPT_LEN, VOCAB]);
+    assert_eq!(uncached.dims(), &[1, PROMPT_LEN, vocab(case)]);
     check(
         &format!("{case} uncached logits"),
         &flat(&uncached),
@@ -65,19 +71,23 @@ fn smollm3_logits_match_transformers() {
     logits_match("tiny_smollm3");
 }
 
-/// Prefill, then 8 one-token steps through the cache, each against transformers' cached step and
-/// against our own full-sequence forward of the same tokens.
+#[test]
+fn phi3_logits_match_transformers() {
+    logits_match("tiny_phi3");
+}
+
+/// Prefill, then 8 one-token steps through the cache, each against transformers' step and
+/// against our own full forward of the same tokens.
 fn decode_matches(case: &str) {
     let m = model(case);
     let e = Expected::load(case);
     let total = PROMPT_LEN + DECODE_STEPS;
     let prompt = e.ids("input_ids", &[1, PROMPT_LEN]);
     let tokens = e.ids("decode_tokens", &[1, DECODE_STEPS + 1]);
-    let want_steps = e.f32("decode_logits", &[DECODE_STEPS, VOCAB]);
-    let full = m
-        .forward_uncached(&e.ids("full_ids", &[1, total]), None)
-        .unwrap();
-    let want_full = flat(&e.f32("full_logits", &[1, total, VOCAB]));
+    let want_steps = e.f32("decode_logits", &[DECODE_STEPS, vocab(case)]);
+    let full_ids = e.ids("full_ids", &[1, total]);
+    let full = m.forward_uncached(&full_ids, None).unwrap();
+    let want_full = flat(&e.f32("full_logits", &[1, total, vocab(case)]));
     check(
         &format!("{case} full-sequence logits"),
         &flat(&full),
@@ -87,8 +97,11 @@ fn decode_matches(case: &str) {
 
     let mut cache = m.new_cache(1, total).unwrap();
     let last = m.forward_last(&prompt, None, &mut cache).unwrap();
-    assert_eq!(last.dims(), &[1, VOCAB]);
-    let want_last = full.narrow(1, PROMPT_LEN - 1, 1).unwrap();
+    assert_eq!(last.dims(), &[1, vocab(case)]);
+    let want_last = e
+        .f32("logits", &[1, PROMPT_LEN, vocab(case)])
+        .narrow(1, PROMPT_LEN - 1, 1)
+        .unwrap();
     check(
         &format!("{case} prefill last"),
         &flat(&last),
@@ -98,7 +111,7 @@ fn decode_matches(case: &str) {
     for i in 0..DECODE_STEPS {
         let token = tokens.narrow(1, i, 1).unwrap();
         let step = m.forward(&token, None, &mut cache).unwrap();
-        assert_eq!(step.dims(), &[1, 1, VOCAB]);
+        assert_eq!(step.dims(), &[1, 1, vocab(case)]);
         let hf = want_steps.narrow(0, i, 1).unwrap();
         check(
             &format!("{case} decode step {i} vs transformers"),
@@ -106,7 +119,11 @@ fn decode_matches(case: &str) {
             &flat(&hf),
             TOL,
         );
-        let ours = full.narrow(1, PROMPT_LEN + i, 1).unwrap();
+        // The full forward of the prefix so far: with LongRoPE (Phi-3) the rotary table
+        // depends on the length, so only the prefix's own forward is the reference.
+        let len = PROMPT_LEN + i + 1;
+        let prefix = m.forward_uncached(&full_ids.narrow(1, 0, len).unwrap(), None);
+        let ours = prefix.unwrap().narrow(1, len - 1, 1).unwrap();
         check(
             &format!("{case} decode step {i} vs full forward"),
             &flat(&step),
@@ -135,6 +152,13 @@ fn qwen3_prefill_and_8_decode_steps_match_full_forward() {
 #[test]
 fn smollm3_prefill_and_8_decode_steps_match_full_forward() {
     decode_matches("tiny_smollm3");
+}
+
+/// The 12-token prompt grows to 20 tokens past original_max 16: the step to 17 tokens switches
+/// LongRoPE to its long table (and recomputes the cache, nn/decoder/long_rope.rs).
+#[test]
+fn phi3_prefill_and_8_decode_steps_across_original_max_match_full_forward() {
+    decode_matches("tiny_phi3");
 }
 
 /// Runs `prompt` alone through prefill + `steps` decode tokens; returns each step's logits.
@@ -170,7 +194,7 @@ fn batch_matches(case: &str) {
     let pad = PROMPT_LEN - SHORT_LEN;
     let mut cache = m.new_cache(2, PROMPT_LEN + 3).unwrap();
     let got = m.forward(&ids, Some(&mask), &mut cache).unwrap();
-    let hf = e.f32("batch_logits", &[2, PROMPT_LEN, VOCAB]);
+    let hf = e.f32("batch_logits", &[2, PROMPT_LEN, vocab(case)]);
     check(
         &format!("{case} left-padded row 0 vs transformers"),
         &row(&got, 0, 0, PROMPT_LEN),
@@ -257,13 +281,19 @@ fn smollm3_padded_batch_of_two_lengths_equals_single_runs() {
     batch_matches("tiny_smollm3");
 }
 
+#[test]
+fn phi3_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_phi3");
+}
+
 fn scaled_rope_matches(variant: &str) {
+    let case = "tiny_llama";
     let cfg = config("tiny_llama", &format!("config_{variant}.json"));
     let m = model_from(&cfg, Arc::new(weights("tiny_llama")), DType::F32);
     let e = Expected::load("tiny_llama");
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
     let got = m.forward_uncached(&ids, None).unwrap();
-    let want = e.f32(&format!("logits_{variant}"), &[1, PROMPT_LEN, VOCAB]);
+    let want = e.f32(&format!("logits_{variant}"), &[1, PROMPT_LEN, vocab(case)]);
     check(
         &format!("{variant} rope logits"),
         &flat(&got),
@@ -292,7 +322,7 @@ fn windowed_variant_matches(case: &str, variant: &str, windows: Vec<Option<usize
     let e = Expected::load(case);
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
     let got = m.forward_uncached(&ids, None).unwrap();
-    let want = e.f32(&format!("logits_{variant}"), &[1, PROMPT_LEN, VOCAB]);
+    let want = e.f32(&format!("logits_{variant}"), &[1, PROMPT_LEN, vocab(case)]);
     check(
         &format!("{case} {variant} logits"),
         &flat(&got),
@@ -341,6 +371,12 @@ fn smollm3_sliding_nope_layer_matches_transformers_and_decodes() {
     windowed_variant_matches("tiny_smollm3", "sliding", vec![None, None, None, Some(5)]);
 }
 
+/// Phi-3's weights configured like Phi-3-mini-4k: plain RoPE, full rotary, one window for all.
+#[test]
+fn phi3_sliding_window_matches_transformers_and_decodes() {
+    windowed_variant_matches("tiny_phi3", "window", vec![Some(5), Some(5)]);
+}
+
 /// SmolLM3's default `no_rope_layer_interval` 4 leaves layer 3 without RoPE; Qwen3 reads its own
 /// `head_dim` and q/k norms.
 #[test]
@@ -382,7 +418,7 @@ fn gguf_logits_match(case: &str) {
     let e = Expected::load(case);
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
     let got = m.forward_uncached(&ids, None).unwrap();
-    let want = e.f32("logits", &[1, PROMPT_LEN, VOCAB]);
+    let want = e.f32("logits", &[1, PROMPT_LEN, vocab(case)]);
     check(
         &format!("{case} F32 GGUF logits"),
         &flat(&got),
@@ -401,10 +437,23 @@ fn smollm3_gguf_from_llama_cpp_converter_matches_transformers() {
     gguf_logits_match("tiny_smollm3");
 }
 
+/// attn_qkv / ffn_up (gate_up) kept fused, rope.dimension_count 12 of 16, LongRoPE from the
+/// rope_factors_long / rope_factors_short tensors.
+#[test]
+fn phi3_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_phi3");
+}
+
 /// A prompt fed in two chunks (7 then 5 tokens) through the cache gives the logits of one pass.
 #[test]
 fn chunked_prefill_equals_one_pass() {
-    for case in ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_smollm3"] {
+    for case in [
+        "tiny_llama",
+        "tiny_qwen2",
+        "tiny_qwen3",
+        "tiny_smollm3",
+        "tiny_phi3",
+    ] {
         let m = model(case);
         let e = Expected::load(case);
         let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
@@ -416,7 +465,7 @@ fn chunked_prefill_equals_one_pass() {
             .forward(&ids.narrow(1, 7, 5).unwrap(), None, &mut cache)
             .unwrap();
         let got = Tensor::cat(&[a, b], 1).unwrap();
-        let want = e.f32("logits", &[1, PROMPT_LEN, VOCAB]);
+        let want = e.f32("logits", &[1, PROMPT_LEN, vocab(case)]);
         check(
             &format!("{case} chunked prefill"),
             &flat(&got),
