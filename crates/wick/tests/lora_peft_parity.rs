@@ -1,5 +1,6 @@
 //! LoRA parity with PEFT on the tiny random Llama (GQA, untied), Qwen2 (bias, tied), Qwen3 (q/k
-//! norms, head_dim 32) and SmolLM3 (4 layers, one NoPE) models of fixtures/lora_peft (gen.py there): each PEFT-written adapter loads into wick and gives PEFT's
+//! norms, head_dim 32), SmolLM3 (4 layers, one NoPE) and Phi-3 (fused qkv_proj / gate_up_proj,
+//! partial rotary, LongRoPE) models of fixtures/lora_peft (gen.py there): each PEFT-written adapter loads into wick and gives PEFT's
 //! logits and loss; the step-0 gradients of every lora_A / lora_B match PEFT's within 1e-4
 //! relative (f32), both at PEFT's true step 0 (B = 0: grad A is exactly zero) and with B random
 //! (rsLoRA on, so both grads are non-zero).
@@ -18,11 +19,12 @@ const GRAD_TOL: f32 = 1e-4;
 fn parity(model_name: &str, case_name: &str) {
     let case = format!("{model_name}_{case_name}");
     let mut model = llama_common::model(base_case(model_name));
+    let per_layer = model.projection_names().len();
     let layers = model.config().num_hidden_layers;
     let (cfg, params) = lora::load_adapter(&case_dir(&case).join("adapter"), &mut model).unwrap();
     assert_eq!(
         params.len(),
-        layers * 7,
+        layers * per_layer,
         "every projection of every layer is adapted"
     );
     assert_eq!((cfg.r, cfg.lora_alpha), (4, 8.0));
@@ -34,7 +36,7 @@ fn parity(model_name: &str, case_name: &str) {
         .unwrap();
     let labels = e.i64("labels");
     let logits = model.forward_uncached(&ids, None).unwrap();
-    let want = e.f32("logits", &[BATCH, SEQ, VOCAB]);
+    let want = e.f32("logits", &e.shape("logits"));
     check_abs(
         &format!("{case} logits"),
         &flat(&logits),
@@ -116,6 +118,18 @@ fn smollm3_random_b_rslora_logits_and_grads_match() {
     parity("smollm3", "random_b");
 }
 
+/// Phi-3's fused projections: PEFT targets `qkv_proj` and `gate_up_proj` (plus o/down_proj),
+/// on 20-token rows (past LongRoPE's original_max 16: the long table).
+#[test]
+fn phi3_step0_peft_adapter_logits_and_grads_match() {
+    parity("phi3", "step0");
+}
+
+#[test]
+fn phi3_random_b_rslora_logits_and_grads_match() {
+    parity("phi3", "random_b");
+}
+
 /// wick's own init at step 0: with B = 0 the adapted model is the base model, grad A is exactly
 /// zero and grad B is not.
 #[test]
@@ -125,7 +139,8 @@ fn fresh_adapters_leave_the_base_model_unchanged_at_step_0() {
         let mut model = llama_common::model(base_case(model_name));
         let cfg = lora::LoraConfig::new(4, 8.0, lora::TargetModules::all_linear());
         let params = lora::apply(&mut model, &cfg, 7).unwrap();
-        assert_eq!(params.len(), 7 * model.config().num_hidden_layers);
+        let per_layer = model.projection_names().len();
+        assert_eq!(params.len(), per_layer * model.config().num_hidden_layers);
         let e = PeftCase::load(&format!("{model_name}_step0"));
         let ids = e
             .i64("input_ids")

@@ -16,7 +16,7 @@ pub const SEQ: usize = 12;
 pub const VOCAB: usize = 256;
 
 /// Every model of fixtures/lora_peft (each has a tiny_* base fixture).
-pub const MODELS: [&str; 4] = ["llama", "qwen2", "qwen3", "smollm3"];
+pub const MODELS: [&str; 5] = ["llama", "qwen2", "qwen3", "smollm3", "phi3"];
 
 /// The base fixture of a model name (`llama` -> tiny_llama).
 pub fn base_case(model: &str) -> &'static str {
@@ -25,6 +25,7 @@ pub fn base_case(model: &str) -> &'static str {
         "qwen2" => "tiny_qwen2",
         "qwen3" => "tiny_qwen3",
         "smollm3" => "tiny_smollm3",
+        "phi3" => "tiny_phi3",
         other => panic!("no base fixture for {other}"),
     }
 }
@@ -41,10 +42,14 @@ impl PeftCase {
         PeftCase(SafetensorsWeights::open(&[case_dir(case).join("expected.safetensors")]).unwrap())
     }
 
+    /// An int64 tensor in its stored shape ((BATCH, SEQ) for most cases; phi3's are longer).
     pub fn i64(&self, name: &str) -> Tensor {
-        self.0
-            .load(name, &[BATCH, SEQ], DType::I64, &Device::Cpu)
-            .unwrap()
+        let shape = self.shape(name);
+        self.0.load(name, &shape, DType::I64, &Device::Cpu).unwrap()
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.0.shape(name).unwrap().to_vec()
     }
 
     pub fn f32(&self, name: &str, shape: &[usize]) -> Tensor {
