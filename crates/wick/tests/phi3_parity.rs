@@ -206,3 +206,71 @@ fn per_sequence_cache_decode_equals_single_runs() {
         }
     }
 }
+
+/// The shapes of the real checkpoints (config.json as published, weights not needed):
+/// Phi-4-mini-instruct (partial rotary 0.75 of head_dim 128, LongRoPE 4096 -> 131072 in the
+/// older `rope_scaling` spelling) and Phi-3-mini-4k-instruct (full rotary, window 2047).
+#[test]
+fn published_phi4_mini_and_phi3_mini_configs_resolve() {
+    let phi4 = serde_json::json!({
+        "model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192,
+        "num_hidden_layers": 32, "num_attention_heads": 24, "num_key_value_heads": 8,
+        "vocab_size": 200064, "max_position_embeddings": 131072,
+        "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75,
+        "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": true,
+        "rms_norm_eps": 1e-5, "hidden_act": "silu",
+        "rope_scaling": {"type": "longrope", "long_factor": vec![1.5; 48],
+                         "short_factor": vec![1.0; 48]},
+    });
+    let cfg = DecoderConfig::from_value(phi4, std::path::Path::new("phi4/config.json")).unwrap();
+    let rope = cfg.layer_rope(0).unwrap();
+    assert_eq!((cfg.head_dim, rope.rotary_dim), (128, 96));
+    let want = (1.0 + 32f64.ln() / 4096f64.ln()).sqrt();
+    assert!((rope.attention_factor - want).abs() < 1e-12);
+    assert!(matches!(
+        rope.scaling,
+        RopeScaling::LongRope {
+            original_max_position_embeddings: 4096,
+            ..
+        }
+    ));
+    assert_eq!(cfg.layer_windows()[0], Some(262144));
+
+    let phi3 = serde_json::json!({
+        "model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+        "vocab_size": 32064, "max_position_embeddings": 4096,
+        "original_max_position_embeddings": 4096, "rope_theta": 10000.0,
+        "rope_scaling": null, "sliding_window": 2047, "tie_word_embeddings": false,
+    });
+    let cfg = DecoderConfig::from_value(phi3, std::path::Path::new("phi3/config.json")).unwrap();
+    let rope = cfg.layer_rope(0).unwrap();
+    assert_eq!((rope.rotary_dim, &rope.scaling), (96, &RopeScaling::None));
+    assert_eq!(
+        (cfg.rms_norm_eps, cfg.layer_windows()[0]),
+        (1e-5, Some(2047))
+    );
+}
+
+/// A phi3 config over weights without the fused projections (tiny_llama's separate q/k/v) is
+/// refused naming the missing tensor.
+#[test]
+fn missing_fused_projection_is_named() {
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_path(CASE, "config.json")).unwrap())
+            .unwrap();
+    value["vocab_size"] = 256.into(); // tiny_llama's
+    let cfg = DecoderConfig::from_value(value, std::path::Path::new("config.json")).unwrap();
+    let view = wick::io::weights::WeightView::new(
+        Arc::new(weights("tiny_llama")),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let err = DecoderModel::new(&cfg, &view).err().expect("no qkv_proj");
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(
+        msg.contains("model.layers.0.self_attn.qkv_proj.weight") && msg.contains("tiny_llama"),
+        "{msg}"
+    );
+}
