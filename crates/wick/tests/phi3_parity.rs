@@ -274,3 +274,75 @@ fn missing_fused_projection_is_named() {
         "{msg}"
     );
 }
+
+/// Q8_0 weights (kept quantized, QMatMul, as a quantized GGUF loads) on the fused projections:
+/// the 20-token logits stay close to transformers' f32 ones, and prefill + cached decode across
+/// original_max equals the quantized model's own forward of each prefix.
+#[test]
+fn q8_0_fused_projections_stay_close_and_decode_across_original_max() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let source = Arc::new(Q8Source {
+        inner: weights(CASE),
+        quantized: AtomicUsize::new(0),
+        dequantize: false,
+    });
+    let m = model_from(&config(CASE, "config.json"), source.clone(), DType::F32);
+    // qkv, o, gate_up, down of both layers + the (tied) embedding table.
+    assert_eq!(source.quantized.load(Ordering::SeqCst), 9);
+    let e = Expected::load(CASE);
+    let full_ids = e.ids("full_ids", &[1, TOTAL]);
+    let got = flat(&m.forward_uncached(&full_ids, None).unwrap());
+    let want = flat(&e.f32("full_logits", &[1, TOTAL, VOCAB]));
+    let dense_source = Arc::new(Q8Source {
+        inner: weights(CASE),
+        quantized: AtomicUsize::new(0),
+        dequantize: true,
+    });
+    let dense = model_from(&config(CASE, "config.json"), dense_source, DType::F32);
+    let deq = flat(&dense.forward_uncached(&full_ids, None).unwrap());
+    let d = testkit::compare::diff(&got, &want);
+    let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+    println!(
+        "Q8_0 vs transformers f32: max abs diff {:.3e} (logits up to {scale:.2}); QMatMul vs dequantized dense {:.3e}; dequantized dense vs f32 {:.3e}",
+        d.max_abs,
+        testkit::compare::diff(&got, &deq).max_abs,
+        testkit::compare::diff(&deq, &want).max_abs,
+    );
+    // tiny_llama / tiny_qwen2 drift 3-4% of the logit scale under Q8_0 (llama_quantized); a
+    // mis-split fused projection would be off by the whole scale.
+    assert!(d.max_abs < 0.1 * scale, "Q8_0 drifts {}", d.max_abs);
+    let top1 = |v: &[f32]| -> Vec<usize> {
+        v.chunks(VOCAB)
+            .map(|r| (0..VOCAB).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+            .collect()
+    };
+    let agree = top1(&got)
+        .iter()
+        .zip(top1(&want))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    println!("Q8_0 top-1 agreement with f32: {agree}/{TOTAL}");
+    assert!(agree * 10 >= TOTAL * 9, "top-1 agreement {agree}/{TOTAL}");
+
+    let mut cache = m.new_cache(1, TOTAL).unwrap();
+    m.forward(
+        &full_ids.narrow(1, 0, PROMPT_LEN).unwrap(),
+        None,
+        &mut cache,
+    )
+    .unwrap();
+    for len in PROMPT_LEN + 1..=TOTAL {
+        let step = m
+            .forward(&full_ids.narrow(1, len - 1, 1).unwrap(), None, &mut cache)
+            .unwrap();
+        let prefix = m
+            .forward_uncached(&full_ids.narrow(1, 0, len).unwrap(), None)
+            .unwrap();
+        check(
+            &format!("Q8_0 decode to {len} tokens vs its full forward"),
+            &flat(&step),
+            &flat(&prefix.narrow(1, len - 1, 1).unwrap()),
+            TOL,
+        );
+    }
+}
