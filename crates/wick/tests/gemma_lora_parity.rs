@@ -23,19 +23,28 @@ use wick::models::{DecoderConfig, DecoderModel};
 
 const TOL: f32 = 1e-4;
 const GEMMA_VOCAB: usize = 320;
-const MODELS: [(&str, &str, usize); 2] = [("gemma2", "tiny_gemma2", 4), ("gemma3", "tiny_gemma3", 6)];
+const MODELS: [(&str, &str, usize); 2] =
+    [("gemma2", "tiny_gemma2", 4), ("gemma3", "tiny_gemma3", 6)];
 
 fn load(dir: &std::path::Path) -> DecoderModel {
     let cfg = DecoderConfig::from_file(&dir.join("config.json")).unwrap();
     let w = SafetensorsWeights::open(&[dir.join("model.safetensors")]).unwrap();
-    DecoderModel::new(&cfg, &WeightView::new(Arc::new(w), DType::F32, &Device::Cpu)).unwrap()
+    DecoderModel::new(
+        &cfg,
+        &WeightView::new(Arc::new(w), DType::F32, &Device::Cpu),
+    )
+    .unwrap()
 }
 
 fn parity(model_name: &str, base: &str, layers: usize, case_name: &str) {
     let case = format!("{model_name}_{case_name}");
     let mut model = load(&fixture(base));
     let (cfg, params) = lora::load_adapter(&case_dir(&case).join("adapter"), &mut model).unwrap();
-    assert_eq!(params.len(), 7 * layers, "every projection of every layer is adapted");
+    assert_eq!(
+        params.len(),
+        7 * layers,
+        "every projection of every layer is adapted"
+    );
     assert_eq!((cfg.r, cfg.lora_alpha), (4, 8.0));
 
     let e = PeftCase::load(&case);
@@ -44,25 +53,39 @@ fn parity(model_name: &str, base: &str, layers: usize, case_name: &str) {
     let want = e.f32("logits", &[BATCH, SEQ, GEMMA_VOCAB]);
     check_abs(&format!("{case} logits"), &flat(&logits), &flat(&want), TOL);
     let loss = causal_lm_loss(&logits, &e.i64("labels"));
-    let (got_loss, want_loss) = (loss.to_scalar::<f32>().unwrap(), flat(&e.f32("loss", &[1]))[0]);
+    let (got_loss, want_loss) = (
+        loss.to_scalar::<f32>().unwrap(),
+        flat(&e.f32("loss", &[1]))[0],
+    );
     println!("{case} loss: wick {got_loss:.7}, PEFT {want_loss:.7}");
     assert!((got_loss - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0));
 
     let grads = loss.backward().unwrap();
     let mut compared = 0;
     for (key, var) in params.named_vars() {
-        let g = flat(grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no grad for {key}")));
+        let g = flat(
+            grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no grad for {key}")),
+        );
         let want = flat(&e.f32(&format!("grad.{key}"), var.dims()));
         if case_name == "step0" && key.contains("lora_A") {
             // B = 0, so dL/dA is exactly zero in both.
-            assert!(want.iter().all(|&x| x == 0.0), "{case}: PEFT {key} grad not 0");
+            assert!(
+                want.iter().all(|&x| x == 0.0),
+                "{case}: PEFT {key} grad not 0"
+            );
             assert!(g.iter().all(|&x| x == 0.0), "{case}: wick {key} grad not 0");
             continue;
         }
         check_rel(&format!("{case} grad {key}"), &g, &want, TOL);
         compared += 1;
     }
-    let expected = if case_name == "step0" { 7 * layers } else { 14 * layers };
+    let expected = if case_name == "step0" {
+        7 * layers
+    } else {
+        14 * layers
+    };
     assert_eq!(compared, expected, "{case}: gradients compared");
 }
 
@@ -75,7 +98,11 @@ fn gemma_peft_adapters_give_peft_logits_loss_and_step0_grads() {
 }
 
 fn ids() -> Tensor {
-    Tensor::new(&[[2u32, 17, 40, 5, 99, 300, 7, 64, 128, 3, 11, 250]], &Device::Cpu).unwrap()
+    Tensor::new(
+        &[[2u32, 17, 40, 5, 99, 300, 7, 64, 128, 3, 11, 250]],
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 /// Sets every B to deterministic values so the adapter moves the logits (B = 0 would hide a
@@ -104,7 +131,10 @@ fn wick_adapter_loads_in_peft_and_merges_with_the_same_logits() {
         let want = model.forward_uncached(&ids(), None).unwrap();
         let plain = load(&fixture(base)).forward_uncached(&ids(), None).unwrap();
         let moved = testkit::compare::diff(&flat(&want), &flat(&plain)).max_abs;
-        assert!(moved > 1e-2, "{name}: the adapter barely changes the logits ({moved})");
+        assert!(
+            moved > 1e-2,
+            "{name}: the adapter barely changes the logits ({moved})"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let adapter = dir.path().join("adapter");
@@ -116,10 +146,20 @@ fn wick_adapter_loads_in_peft_and_merges_with_the_same_logits() {
         let report = lora::merge_to_dir(&files, &adapter, &out, DType::F32, false).unwrap();
         assert_eq!(report.adapted_modules, 7 * layers);
         let merged = load(&out).forward_uncached(&ids(), None).unwrap();
-        check_abs(&format!("{name} merged dir vs adapter"), &flat(&merged), &flat(&want), TOL);
+        check_abs(
+            &format!("{name} merged dir vs adapter"),
+            &flat(&merged),
+            &flat(&want),
+            TOL,
+        );
         if let Some(py) = python("PEFT loads the wick Gemma adapter") {
             let base_dir = fixture(base);
-            run_checker(&py, "check_wick_adapter.py", &[&base_dir, &adapter, &logits_file], &[]);
+            run_checker(
+                &py,
+                "check_wick_adapter.py",
+                &[&base_dir, &adapter, &logits_file],
+                &[],
+            );
             run_checker(&py, "check_merged.py", &[&out, &logits_file], &[]);
         }
     }

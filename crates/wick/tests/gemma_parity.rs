@@ -55,7 +55,12 @@ fn logits_match_transformers_for_every_config_style() {
         }
         let qpas = flat(&e.f32("logits_qpas", &[1, PROMPT_LEN, VOCAB]));
         let got = prompt_logits(&model_with(case, "config_qpas.json"), &e);
-        check(&format!("{case} query_pre_attn_scalar 24 logits"), &got, &qpas, TOL);
+        check(
+            &format!("{case} query_pre_attn_scalar 24 logits"),
+            &got,
+            &qpas,
+            TOL,
+        );
     }
 }
 
@@ -65,11 +70,23 @@ fn llama_cpp_converted_f32_gguf_matches_transformers() {
         let e = Expected::load(case);
         let m = gguf_model(case);
         let want = flat(&e.f32("logits", &[1, PROMPT_LEN, VOCAB]));
-        check(&format!("{case} GGUF F32 logits"), &prompt_logits(&m, &e), &want, TOL);
+        check(
+            &format!("{case} GGUF F32 logits"),
+            &prompt_logits(&m, &e),
+            &want,
+            TOL,
+        );
         let total = PROMPT_LEN + DECODE_STEPS;
-        let full = m.forward_uncached(&e.ids("full_ids", &[1, total]), None).unwrap();
+        let full = m
+            .forward_uncached(&e.ids("full_ids", &[1, total]), None)
+            .unwrap();
         let want = flat(&e.f32("full_logits", &[1, total, VOCAB]));
-        check(&format!("{case} GGUF F32 full logits"), &flat(&full), &want, TOL);
+        check(
+            &format!("{case} GGUF F32 full logits"),
+            &flat(&full),
+            &want,
+            TOL,
+        );
     }
 }
 
@@ -81,9 +98,16 @@ fn prefill_and_8_cached_decode_steps_match_the_full_forward() {
         let m = model_with(case, "config.json");
         let e = Expected::load(case);
         let total = PROMPT_LEN + DECODE_STEPS;
-        let full = m.forward_uncached(&e.ids("full_ids", &[1, total]), None).unwrap();
+        let full = m
+            .forward_uncached(&e.ids("full_ids", &[1, total]), None)
+            .unwrap();
         let want_full = flat(&e.f32("full_logits", &[1, total, VOCAB]));
-        check(&format!("{case} full-sequence logits"), &flat(&full), &want_full, TOL);
+        check(
+            &format!("{case} full-sequence logits"),
+            &flat(&full),
+            &want_full,
+            TOL,
+        );
 
         let tokens = e.ids("decode_tokens", &[1, DECODE_STEPS + 1]);
         let want_steps = e.f32("decode_logits", &[DECODE_STEPS, VOCAB]);
@@ -91,13 +115,30 @@ fn prefill_and_8_cached_decode_steps_match_the_full_forward() {
         let prompt = e.ids("input_ids", &[1, PROMPT_LEN]);
         let last = m.forward_last(&prompt, None, &mut cache).unwrap();
         let want_last = full.narrow(1, PROMPT_LEN - 1, 1).unwrap();
-        check(&format!("{case} prefill last"), &flat(&last), &flat(&want_last), TOL);
+        check(
+            &format!("{case} prefill last"),
+            &flat(&last),
+            &flat(&want_last),
+            TOL,
+        );
         for i in 0..DECODE_STEPS {
-            let step = m.forward(&tokens.narrow(1, i, 1).unwrap(), None, &mut cache).unwrap();
+            let step = m
+                .forward(&tokens.narrow(1, i, 1).unwrap(), None, &mut cache)
+                .unwrap();
             let hf = flat(&want_steps.narrow(0, i, 1).unwrap());
-            check(&format!("{case} decode step {i} vs transformers"), &flat(&step), &hf, TOL);
+            check(
+                &format!("{case} decode step {i} vs transformers"),
+                &flat(&step),
+                &hf,
+                TOL,
+            );
             let ours = flat(&full.narrow(1, PROMPT_LEN + i, 1).unwrap());
-            check(&format!("{case} decode step {i} vs full forward"), &flat(&step), &ours, TOL);
+            check(
+                &format!("{case} decode step {i} vs full forward"),
+                &flat(&step),
+                &ours,
+                TOL,
+            );
         }
     }
 }
@@ -135,8 +176,18 @@ fn batch_of_two_lengths_equals_two_single_runs() {
         let hf = e.f32("batch_logits", &[2, PROMPT_LEN, VOCAB]);
         for (b, from, len) in [(0, 0, PROMPT_LEN), (1, pad, SHORT_LEN)] {
             let what = format!("{case} left-padded row {b}");
-            check(&format!("{what} vs transformers"), &row(&got, b, from, len), &row(&hf, b, from, len), TOL);
-            check(&format!("{what} vs single"), &row(&got, b, from, len), &alone[b][0], TOL);
+            check(
+                &format!("{what} vs transformers"),
+                &row(&got, b, from, len),
+                &row(&hf, b, from, len),
+                TOL,
+            );
+            check(
+                &format!("{what} vs single"),
+                &row(&got, b, from, len),
+                &alone[b][0],
+                TOL,
+            );
         }
         for i in 0..3 {
             let ids = Tensor::new(&[[next[0][i]], [next[1][i]]], &Device::Cpu).unwrap();

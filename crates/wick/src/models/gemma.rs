@@ -39,31 +39,46 @@ struct GemmaFields {
 }
 
 fn parse(value: &Value) -> Result<DecoderConfig, String> {
-    let model_type = value.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let model_type = value
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if model_type == "gemma3" {
-        return Err("model_type `gemma3` is the multimodal Gemma3ForConditionalGeneration, which \
+        return Err(
+            "model_type `gemma3` is the multimodal Gemma3ForConditionalGeneration, which \
                     is unsupported; use a text-only checkpoint (model_type `gemma3_text`)"
-            .into());
+                .into(),
+        );
     }
     let gemma3 = model_type == "gemma3_text";
     let raw: CommonConfig = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let extra: GemmaFields = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
-    let act = extra.hidden_activation.as_deref().or(raw.hidden_act.as_deref());
+    let act = extra
+        .hidden_activation
+        .as_deref()
+        .or(raw.hidden_act.as_deref());
     if let Some(a) = act.filter(|a| *a != "gelu_pytorch_tanh") {
-        return Err(format!("hidden_activation `{a}` is unsupported (supported: gelu_pytorch_tanh)"));
+        return Err(format!(
+            "hidden_activation `{a}` is unsupported (supported: gelu_pytorch_tanh)"
+        ));
     }
     if extra.use_bidirectional_attention == Some(true) {
         return Err("use_bidirectional_attention (EmbeddingGemma) is unsupported".into());
     }
     let n = raw.num_hidden_layers;
     let head_dim = raw.head_dim.unwrap_or(256);
-    let max_pos = raw.max_position_embeddings.unwrap_or(if gemma3 { 131_072 } else { 8192 });
+    let max_pos = raw
+        .max_position_embeddings
+        .unwrap_or(if gemma3 { 131_072 } else { 8192 });
 
     // A key present as null turns the feature off; absent, the default applies.
     let opt_f64 = |key: &str, default: Option<f64>| match value.get(key) {
         None => Ok(default),
         Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("`{key}` is not a number")),
+        Some(v) => v
+            .as_f64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` is not a number")),
     };
     let window = match value.get("sliding_window") {
         None => Some(4096),
@@ -73,7 +88,11 @@ fn parse(value: &Value) -> Result<DecoderConfig, String> {
     let sliding = match raw.sliding_layers()? {
         Some(s) => s,
         None => {
-            let every = if gemma3 { extra.sliding_window_pattern.unwrap_or(6) } else { 2 };
+            let every = if gemma3 {
+                extra.sliding_window_pattern.unwrap_or(6)
+            } else {
+                2
+            };
             if every == 0 {
                 return Err("sliding_window_pattern must be positive".into());
             }
@@ -108,7 +127,10 @@ fn parse(value: &Value) -> Result<DecoderConfig, String> {
         return Err("attn_logit_softcapping is not part of Gemma 3".into());
     }
     cfg.tie_word_embeddings = raw.tie_word_embeddings.unwrap_or(true);
-    cfg.bos_token_id = token_ids(raw.bos_token_id.as_ref()).first().copied().or(Some(2));
+    cfg.bos_token_id = token_ids(raw.bos_token_id.as_ref())
+        .first()
+        .copied()
+        .or(Some(2));
     if raw.eos_token_id.is_none() {
         cfg.eos_token_ids = vec![1];
     }
@@ -129,14 +151,26 @@ fn gemma3_ropes(
         .as_ref()
         .filter(|p| p.get("full_attention").is_some() || p.get("sliding_attention").is_some());
     if let Some(p) = per_type {
-        let local = parse_rope(p.get("sliding_attention"), local_base.or(Some(1e4)), max_pos, head_dim);
-        let global = parse_rope(p.get("full_attention"), raw.rope_theta.or(Some(1e6)), max_pos, head_dim);
+        let local = parse_rope(
+            p.get("sliding_attention"),
+            local_base.or(Some(1e4)),
+            max_pos,
+            head_dim,
+        );
+        let global = parse_rope(
+            p.get("full_attention"),
+            raw.rope_theta.or(Some(1e6)),
+            max_pos,
+            head_dim,
+        );
         return Ok((local?, global?));
     }
     if raw.rope_parameters.as_ref().is_some_and(|p| !p.is_null()) {
-        return Err("rope_parameters must be keyed by layer type (`sliding_attention`, \
+        return Err(
+            "rope_parameters must be keyed by layer type (`sliding_attention`, \
                     `full_attention`) for gemma3_text"
-            .into());
+                .into(),
+        );
     }
     let scaling = value.get("rope_scaling").filter(|s| !s.is_null());
     let global = parse_rope(scaling, raw.rope_theta.or(Some(1e6)), max_pos, head_dim)?;

@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod common;
+pub mod gemma;
 pub mod llama;
 pub mod qwen3;
 pub mod smollm3;
@@ -29,7 +30,8 @@ pub struct Family {
 }
 
 /// Every decoder family wick runs, by config.json `model_type`.
-pub const DECODER_FAMILIES: &[Family] = &[llama::FAMILY, qwen3::FAMILY, smollm3::FAMILY];
+pub const DECODER_FAMILIES: &[Family] =
+    &[llama::FAMILY, qwen3::FAMILY, smollm3::FAMILY, gemma::FAMILY];
 
 /// Every supported decoder `model_type`, comma-separated (for errors).
 pub fn supported_model_types() -> String {
