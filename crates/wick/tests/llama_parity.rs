@@ -1,7 +1,10 @@
-//! Golden parity of models/llama.rs against transformers on the tiny random models of
-//! fixtures/tiny_llama (GQA, untied head, llama3/linear RoPE variants) and fixtures/tiny_qwen2
-//! (q/k/v bias, tied embeddings): full-sequence logits, prefill + cached decode steps, and a
-//! left-padded batch of two lengths.
+//! Golden parity of the decoder families against transformers on the tiny random models of
+//! fixtures/tiny_llama (GQA, untied head, llama3/linear RoPE variants), fixtures/tiny_qwen2
+//! (q/k/v bias, tied embeddings), fixtures/tiny_gemma2 (soft-caps, sliding/global every other
+//! layer) and fixtures/tiny_gemma3 (q/k norms, five sliding layers with a local RoPE base, one
+//! global with its own base and linear scaling), the Gemmas with a window of 5 under the
+//! 12-token prompt: full-sequence logits, prefill + cached decode steps, and a left-padded batch
+//! of two lengths. Gemma-only configs and the GGUF files: gemma_parity.rs.
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
@@ -16,12 +19,13 @@ const TOL: f32 = 1e-4;
 
 fn logits_match(case: &str) {
     let m = model(case);
+    let vocab = m.config().vocab_size;
     let e = Expected::load(case);
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
-    let want = flat(&e.f32("logits", &[1, PROMPT_LEN, VOCAB]));
+    let want = flat(&e.f32("logits", &[1, PROMPT_LEN, vocab]));
 
     let uncached = m.forward_uncached(&ids, None).unwrap();
-    assert_eq!(uncached.dims(), &[1, PROMPT_LEN, VOCAB]);
+    assert_eq!(uncached.dims(), &[1, PROMPT_LEN, vocab]);
     check(
         &format!("{case} uncached logits"),
         &flat(&uncached),
@@ -50,19 +54,30 @@ fn qwen2_logits_match_transformers() {
     logits_match("tiny_qwen2");
 }
 
+#[test]
+fn gemma2_logits_match_transformers() {
+    logits_match("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_logits_match_transformers() {
+    logits_match("tiny_gemma3");
+}
+
 /// Prefill, then 8 one-token steps through the cache, each against transformers' cached step and
 /// against our own full-sequence forward of the same tokens.
 fn decode_matches(case: &str) {
     let m = model(case);
+    let vocab = m.config().vocab_size;
     let e = Expected::load(case);
     let total = PROMPT_LEN + DECODE_STEPS;
     let prompt = e.ids("input_ids", &[1, PROMPT_LEN]);
     let tokens = e.ids("decode_tokens", &[1, DECODE_STEPS + 1]);
-    let want_steps = e.f32("decode_logits", &[DECODE_STEPS, VOCAB]);
+    let want_steps = e.f32("decode_logits", &[DECODE_STEPS, vocab]);
     let full = m
         .forward_uncached(&e.ids("full_ids", &[1, total]), None)
         .unwrap();
-    let want_full = flat(&e.f32("full_logits", &[1, total, VOCAB]));
+    let want_full = flat(&e.f32("full_logits", &[1, total, vocab]));
     check(
         &format!("{case} full-sequence logits"),
         &flat(&full),
@@ -72,7 +87,7 @@ fn decode_matches(case: &str) {
 
     let mut cache = m.new_cache(1, total).unwrap();
     let last = m.forward_last(&prompt, None, &mut cache).unwrap();
-    assert_eq!(last.dims(), &[1, VOCAB]);
+    assert_eq!(last.dims(), &[1, vocab]);
     let want_last = full.narrow(1, PROMPT_LEN - 1, 1).unwrap();
     check(
         &format!("{case} prefill last"),
@@ -83,7 +98,7 @@ fn decode_matches(case: &str) {
     for i in 0..DECODE_STEPS {
         let token = tokens.narrow(1, i, 1).unwrap();
         let step = m.forward(&token, None, &mut cache).unwrap();
-        assert_eq!(step.dims(), &[1, 1, VOCAB]);
+        assert_eq!(step.dims(), &[1, 1, vocab]);
         let hf = want_steps.narrow(0, i, 1).unwrap();
         check(
             &format!("{case} decode step {i} vs transformers"),
@@ -112,6 +127,16 @@ fn qwen2_prefill_and_8_decode_steps_match_full_forward() {
     decode_matches("tiny_qwen2");
 }
 
+#[test]
+fn gemma2_prefill_and_8_decode_steps_match_full_forward() {
+    decode_matches("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_prefill_and_8_decode_steps_match_full_forward() {
+    decode_matches("tiny_gemma3");
+}
+
 /// Runs `prompt` alone through prefill + `steps` decode tokens; returns each step's logits.
 fn single_run(m: &wick::models::DecoderModel, prompt: &Tensor, steps: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = m.new_cache(1, 32).unwrap();
@@ -127,6 +152,7 @@ fn single_run(m: &wick::models::DecoderModel, prompt: &Tensor, steps: &[u32]) ->
 /// in prefill and in three decode steps after it.
 fn batch_matches(case: &str) {
     let m = model(case);
+    let vocab = m.config().vocab_size;
     let e = Expected::load(case);
     let long = e.ids("input_ids", &[1, PROMPT_LEN]);
     let short = e.ids("short_ids", &[1, SHORT_LEN]);
@@ -145,7 +171,7 @@ fn batch_matches(case: &str) {
     let pad = PROMPT_LEN - SHORT_LEN;
     let mut cache = m.new_cache(2, PROMPT_LEN + 3).unwrap();
     let got = m.forward(&ids, Some(&mask), &mut cache).unwrap();
-    let hf = e.f32("batch_logits", &[2, PROMPT_LEN, VOCAB]);
+    let hf = e.f32("batch_logits", &[2, PROMPT_LEN, vocab]);
     check(
         &format!("{case} left-padded row 0 vs transformers"),
         &row(&got, 0, 0, PROMPT_LEN),
@@ -220,6 +246,16 @@ fn llama_padded_batch_of_two_lengths_equals_single_runs() {
 #[test]
 fn qwen2_padded_batch_of_two_lengths_equals_single_runs() {
     batch_matches("tiny_qwen2");
+}
+
+#[test]
+fn gemma2_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_gemma3");
 }
 
 fn scaled_rope_matches(variant: &str) {

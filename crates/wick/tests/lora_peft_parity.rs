@@ -1,4 +1,5 @@
-//! LoRA parity with PEFT on the tiny random Llama (GQA, untied) and Qwen2 (bias, tied) models of
+//! LoRA parity with PEFT on the tiny random Llama (GQA, untied), Qwen2 (bias, tied), Gemma 2
+//! (soft-caps, sandwich norms) and Gemma 3 (q/k norms, per-layer RoPE) models of
 //! fixtures/lora_peft (gen.py there): each PEFT-written adapter loads into wick and gives PEFT's
 //! logits and loss; the step-0 gradients of every lora_A / lora_B match PEFT's within 1e-4
 //! relative (f32), both at PEFT's true step 0 (B = 0: grad A is exactly zero) and with B random
@@ -18,11 +19,12 @@ const GRAD_TOL: f32 = 1e-4;
 fn parity(model_name: &str, case_name: &str) {
     let case = format!("{model_name}_{case_name}");
     let mut model = llama_common::model(base_case(model_name));
+    let (layers, vocab) = (model.config().num_hidden_layers, model.config().vocab_size);
     let (cfg, params) = lora::load_adapter(&case_dir(&case).join("adapter"), &mut model).unwrap();
     assert_eq!(
         params.len(),
-        2 * 7,
-        "every projection of both layers is adapted"
+        layers * 7,
+        "every projection of every layer is adapted"
     );
     assert_eq!((cfg.r, cfg.lora_alpha), (4, 8.0));
 
@@ -33,7 +35,7 @@ fn parity(model_name: &str, case_name: &str) {
         .unwrap();
     let labels = e.i64("labels");
     let logits = model.forward_uncached(&ids, None).unwrap();
-    let want = e.f32("logits", &[BATCH, SEQ, VOCAB]);
+    let want = e.f32("logits", &[BATCH, SEQ, vocab]);
     check_abs(
         &format!("{case} logits"),
         &flat(&logits),
@@ -93,6 +95,26 @@ fn qwen2_step0_peft_adapter_logits_and_grads_match() {
 #[test]
 fn qwen2_random_b_rslora_logits_and_grads_match() {
     parity("qwen2", "random_b");
+}
+
+#[test]
+fn gemma2_step0_peft_adapter_logits_and_grads_match() {
+    parity("gemma2", "step0");
+}
+
+#[test]
+fn gemma2_random_b_rslora_logits_and_grads_match() {
+    parity("gemma2", "random_b");
+}
+
+#[test]
+fn gemma3_step0_peft_adapter_logits_and_grads_match() {
+    parity("gemma3", "step0");
+}
+
+#[test]
+fn gemma3_random_b_rslora_logits_and_grads_match() {
+    parity("gemma3", "random_b");
 }
 
 /// wick's own init at step 0: with B = 0 the adapted model is the base model, grad A is exactly

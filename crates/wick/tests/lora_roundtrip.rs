@@ -183,7 +183,7 @@ fn dropout_acts_only_in_training_mode_and_is_seeded() {
 /// PEFT with wick's logits.
 #[test]
 fn wick_adapter_loads_in_peft_with_the_same_logits() {
-    for model_name in ["llama", "qwen2"] {
+    for model_name in ["llama", "qwen2", "gemma2", "gemma3"] {
         let cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
         let (model, params) = adapted(model_name, &cfg);
         let dir = tempfile::tempdir().unwrap();
@@ -205,7 +205,7 @@ fn wick_adapter_loads_in_peft_with_the_same_logits() {
 
 #[test]
 fn merged_directory_has_the_adapter_logits() {
-    for model_name in ["llama", "qwen2"] {
+    for model_name in ["llama", "qwen2", "gemma2", "gemma3"] {
         let cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
         let (model, params) = adapted(model_name, &cfg);
         let want = logits(&model);
@@ -215,7 +215,7 @@ fn merged_directory_has_the_adapter_logits() {
         let out = dir.path().join("merged");
         let files = ModelFiles::resolve(fixture(base_case(model_name)).to_str().unwrap()).unwrap();
         let report = lora::merge_to_dir(&files, &adapter, &out, DType::F32, false).unwrap();
-        assert_eq!(report.adapted_modules, 14);
+        assert_eq!(report.adapted_modules, 7 * model.config().num_hidden_layers);
         assert!(out.join("model.safetensors").is_file() && out.join("config.json").is_file());
         assert!(!dir.path().join("merged.tmp").exists());
 

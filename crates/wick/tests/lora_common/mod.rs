@@ -13,13 +13,14 @@ use wick::io::safetensors::SafetensorsWeights;
 
 pub const BATCH: usize = 2;
 pub const SEQ: usize = 12;
-pub const VOCAB: usize = 256;
 
 /// The base fixture of a model name (`llama` -> tiny_llama).
 pub fn base_case(model: &str) -> &'static str {
     match model {
         "llama" => "tiny_llama",
         "qwen2" => "tiny_qwen2",
+        "gemma2" => "tiny_gemma2",
+        "gemma3" => "tiny_gemma3",
         other => panic!("no base fixture for {other}"),
     }
 }
