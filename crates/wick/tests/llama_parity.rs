@@ -1,10 +1,12 @@
-//! Golden parity of the decoder families against transformers on the tiny random models of
+//! Golden parity of the shared decoder against transformers on the tiny random models of
 //! fixtures/tiny_llama (GQA, untied head, llama3/linear RoPE variants), fixtures/tiny_qwen2
-//! (q/k/v bias, tied embeddings), fixtures/tiny_gemma2 (soft-caps, sliding/global every other
-//! layer) and fixtures/tiny_gemma3 (q/k norms, five sliding layers with a local RoPE base, one
-//! global with its own base and linear scaling), the Gemmas with a window of 5 under the
-//! 12-token prompt: full-sequence logits, prefill + cached decode steps, and a left-padded batch
-//! of two lengths. Gemma-only configs and the GGUF files: gemma_parity.rs.
+//! (q/k/v bias, tied embeddings), fixtures/tiny_qwen3 (q/k norms, head_dim 32 ≠ hidden / heads),
+//! fixtures/tiny_smollm3 (4 layers, layer 3 NoPE), fixtures/tiny_gemma2 (soft-caps, sliding and
+//! global layers alternating) and fixtures/tiny_gemma3 (q/k norms, five sliding layers with a
+//! local RoPE base, one global with its own base and linear scaling; both Gemmas with a window
+//! of 5 under the 12-token prompt): full-sequence logits, prefill + cached decode steps, a
+//! left-padded batch of two lengths, sliding-window variants, and each model converted to an
+//! F32 GGUF by llama.cpp's convert_hf_to_gguf.py. Gemma-only config styles: gemma_parity.rs.
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
@@ -14,6 +16,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use llama_common::*;
+use wick::io::gguf::GgufFile;
+use wick::io::weights::WeightSource;
+use wick::models::DecoderConfig;
 
 const TOL: f32 = 1e-4;
 
@@ -52,6 +57,16 @@ fn llama_logits_match_transformers() {
 #[test]
 fn qwen2_logits_match_transformers() {
     logits_match("tiny_qwen2");
+}
+
+#[test]
+fn qwen3_logits_match_transformers() {
+    logits_match("tiny_qwen3");
+}
+
+#[test]
+fn smollm3_logits_match_transformers() {
+    logits_match("tiny_smollm3");
 }
 
 #[test]
@@ -125,6 +140,16 @@ fn llama_prefill_and_8_decode_steps_match_full_forward() {
 #[test]
 fn qwen2_prefill_and_8_decode_steps_match_full_forward() {
     decode_matches("tiny_qwen2");
+}
+
+#[test]
+fn qwen3_prefill_and_8_decode_steps_match_full_forward() {
+    decode_matches("tiny_qwen3");
+}
+
+#[test]
+fn smollm3_prefill_and_8_decode_steps_match_full_forward() {
+    decode_matches("tiny_smollm3");
 }
 
 #[test]
@@ -249,6 +274,16 @@ fn qwen2_padded_batch_of_two_lengths_equals_single_runs() {
 }
 
 #[test]
+fn qwen3_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_qwen3");
+}
+
+#[test]
+fn smollm3_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_smollm3");
+}
+
+#[test]
 fn gemma2_padded_batch_of_two_lengths_equals_single_runs() {
     batch_matches("tiny_gemma2");
 }
@@ -283,18 +318,23 @@ fn linear_rope_scaling_matches_transformers() {
     scaled_rope_matches("linear");
 }
 
-/// The Llama tensors loaded as a Mistral with a sliding window of 5 (< the prompt length):
-/// parity with transformers, and cached decode steps equal the full forward under the window.
-#[test]
-fn mistral_sliding_window_matches_transformers_and_decodes() {
-    let cfg = config("tiny_llama", "config_mistral.json");
-    assert_eq!(cfg.layer_windows(), vec![Some(5), Some(5)]);
-    let m = model_from(&cfg, Arc::new(weights("tiny_llama")), DType::F32);
-    let e = Expected::load("tiny_llama");
+/// The weights of `case` under its `config_{variant}.json` with a sliding window of 5 (< the
+/// prompt length) on `windows` layers: parity with transformers, and cached decode steps equal the
+/// full forward under the window.
+fn windowed_variant_matches(case: &str, variant: &str, windows: Vec<Option<usize>>) {
+    let cfg = config(case, &format!("config_{variant}.json"));
+    assert_eq!(cfg.layer_windows(), windows);
+    let m = model_from(&cfg, Arc::new(weights(case)), DType::F32);
+    let e = Expected::load(case);
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
     let got = m.forward_uncached(&ids, None).unwrap();
-    let want = e.f32("logits_mistral", &[1, PROMPT_LEN, VOCAB]);
-    check("mistral logits", &flat(&got), &flat(&want), TOL);
+    let want = e.f32(&format!("logits_{variant}"), &[1, PROMPT_LEN, VOCAB]);
+    check(
+        &format!("{case} {variant} logits"),
+        &flat(&got),
+        &flat(&want),
+        TOL,
+    );
 
     let total = PROMPT_LEN + DECODE_STEPS;
     let full_ids = e.ids("full_ids", &[1, total]);
@@ -311,7 +351,7 @@ fn mistral_sliding_window_matches_transformers_and_decodes() {
             .unwrap();
         let want = full.narrow(1, PROMPT_LEN + i, 1).unwrap();
         check(
-            &format!("mistral decode step {i} vs full forward"),
+            &format!("{case} {variant} decode step {i} vs full forward"),
             &flat(&step),
             &flat(&want),
             TOL,
@@ -319,10 +359,103 @@ fn mistral_sliding_window_matches_transformers_and_decodes() {
     }
 }
 
+/// The Llama tensors loaded as a Mistral with a sliding window of 5 on both layers.
+#[test]
+fn mistral_sliding_window_matches_transformers_and_decodes() {
+    windowed_variant_matches("tiny_llama", "mistral", vec![Some(5), Some(5)]);
+}
+
+/// Qwen3 with layer 1 sliding (`max_window_layers` 1) and layer 0 full.
+#[test]
+fn qwen3_mixed_sliding_and_full_layers_match_transformers_and_decode() {
+    windowed_variant_matches("tiny_qwen3", "sliding", vec![None, Some(5)]);
+}
+
+/// SmolLM3 with the window on its NoPE layer (3) only, as SmolLM3Config places it.
+#[test]
+fn smollm3_sliding_nope_layer_matches_transformers_and_decodes() {
+    windowed_variant_matches("tiny_smollm3", "sliding", vec![None, None, None, Some(5)]);
+}
+
+/// SmolLM3's default `no_rope_layer_interval` 4 leaves layer 3 without RoPE; Qwen3 reads its own
+/// `head_dim` and q/k norms.
+#[test]
+fn qwen3_and_smollm3_configs_resolve() {
+    let smol = config("tiny_smollm3", "config.json");
+    let ropes: Vec<bool> = (0..4).map(|i| smol.layer_rope(i).is_some()).collect();
+    assert_eq!(ropes, [true, true, true, false]);
+    assert!(smol.tie_word_embeddings && !smol.qk_norm);
+    let qwen3 = config("tiny_qwen3", "config.json");
+    assert_eq!((qwen3.head_dim, qwen3.hidden_size), (32, 64));
+    assert!(qwen3.qk_norm && !qwen3.qkv_bias && !qwen3.tie_word_embeddings);
+}
+
+/// fixtures/<case>/model-f32.gguf, written from the same model by llama.cpp's own
+/// convert_hf_to_gguf.py (llama.cpp's tensor names and metadata, q/k permuted for `llama`-style
+/// RoPE where its converter does so), gives transformers' logits, and its config equals the
+/// config.json one where it matters.
+fn gguf_logits_match(case: &str) {
+    let path = fixture_path(case, "model-f32.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let cfg = DecoderConfig::from_value(file.hf_config().unwrap(), &path).unwrap();
+    let hf = config(case, "config.json");
+    assert_eq!(
+        (
+            cfg.head_dim,
+            cfg.num_key_value_heads,
+            cfg.tie_word_embeddings
+        ),
+        (hf.head_dim, hf.num_key_value_heads, hf.tie_word_embeddings)
+    );
+    assert_eq!(
+        cfg.attention_kinds, hf.attention_kinds,
+        "{case}: RoPE / NoPE / windows"
+    );
+    assert_eq!(cfg.layer_kinds, hf.layer_kinds);
+    assert_eq!(cfg.qk_norm, hf.qk_norm);
+    assert_eq!(
+        (cfg.attn_softcap, cfg.final_softcap, cfg.attn_scale),
+        (hf.attn_softcap, hf.final_softcap, hf.attn_scale),
+        "{case}: soft-caps and attention scale"
+    );
+    let source: Arc<dyn WeightSource> = Arc::new(file);
+    let m = model_from(&cfg, source, DType::F32);
+    let e = Expected::load(case);
+    let ids = e.ids("input_ids", &[1, PROMPT_LEN]);
+    let got = m.forward_uncached(&ids, None).unwrap();
+    let want = e.f32("logits", &[1, PROMPT_LEN, cfg.vocab_size]);
+    check(
+        &format!("{case} F32 GGUF logits"),
+        &flat(&got),
+        &flat(&want),
+        TOL,
+    );
+}
+
+#[test]
+fn qwen3_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_qwen3");
+}
+
+#[test]
+fn smollm3_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_smollm3");
+}
+
+#[test]
+fn gemma2_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_gemma3");
+}
+
 /// A prompt fed in two chunks (7 then 5 tokens) through the cache gives the logits of one pass.
 #[test]
 fn chunked_prefill_equals_one_pass() {
-    for case in ["tiny_llama", "tiny_qwen2"] {
+    for case in ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_smollm3"] {
         let m = model(case);
         let e = Expected::load(case);
         let ids = e.ids("input_ids", &[1, PROMPT_LEN]);

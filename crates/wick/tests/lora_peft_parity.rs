@@ -1,6 +1,7 @@
-//! LoRA parity with PEFT on the tiny random Llama (GQA, untied), Qwen2 (bias, tied), Gemma 2
-//! (soft-caps, sandwich norms) and Gemma 3 (q/k norms, per-layer RoPE) models of
-//! fixtures/lora_peft (gen.py there): each PEFT-written adapter loads into wick and gives PEFT's
+//! LoRA parity with PEFT on the tiny random Llama (GQA, untied), Qwen2 (bias, tied), Qwen3 (q/k
+//! norms, head_dim 32), SmolLM3 (4 layers, one NoPE), Gemma 2 (soft-caps, sandwich norms) and
+//! Gemma 3 (q/k norms, per-layer RoPE) models of fixtures/lora_peft (gen.py there): each
+//! PEFT-written adapter loads into wick and gives PEFT's
 //! logits and loss; the step-0 gradients of every lora_A / lora_B match PEFT's within 1e-4
 //! relative (f32), both at PEFT's true step 0 (B = 0: grad A is exactly zero) and with B random
 //! (rsLoRA on, so both grads are non-zero).
@@ -98,6 +99,26 @@ fn qwen2_random_b_rslora_logits_and_grads_match() {
 }
 
 #[test]
+fn qwen3_step0_peft_adapter_logits_and_grads_match() {
+    parity("qwen3", "step0");
+}
+
+#[test]
+fn qwen3_random_b_rslora_logits_and_grads_match() {
+    parity("qwen3", "random_b");
+}
+
+#[test]
+fn smollm3_step0_peft_adapter_logits_and_grads_match() {
+    parity("smollm3", "step0");
+}
+
+#[test]
+fn smollm3_random_b_rslora_logits_and_grads_match() {
+    parity("smollm3", "random_b");
+}
+
+#[test]
 fn gemma2_step0_peft_adapter_logits_and_grads_match() {
     parity("gemma2", "step0");
 }
@@ -121,12 +142,12 @@ fn gemma3_random_b_rslora_logits_and_grads_match() {
 /// zero and grad B is not.
 #[test]
 fn fresh_adapters_leave_the_base_model_unchanged_at_step_0() {
-    for model_name in ["llama", "qwen2"] {
+    for model_name in MODELS {
         let base = llama_common::model(base_case(model_name));
         let mut model = llama_common::model(base_case(model_name));
         let cfg = lora::LoraConfig::new(4, 8.0, lora::TargetModules::all_linear());
         let params = lora::apply(&mut model, &cfg, 7).unwrap();
-        assert_eq!(params.len(), 14);
+        assert_eq!(params.len(), 7 * model.config().num_hidden_layers);
         let e = PeftCase::load(&format!("{model_name}_step0"));
         let ids = e
             .i64("input_ids")

@@ -115,9 +115,13 @@ fn saved_adapter_loads_back_with_the_same_logits_and_peft_files() {
     );
 }
 
+/// Merge then unmerge rounds each weight once each way (~3e-8 here); the 4 layers of
+/// tiny_smollm3 carry that to ~1e-5 of logits of magnitude ~4, so restoring is checked at 3e-5.
+const RESTORE_TOL: f32 = 3e-5;
+
 #[test]
 fn merge_equals_the_unmerged_adapter_and_unmerge_restores_it() {
-    for model_name in ["llama", "qwen2"] {
+    for model_name in MODELS {
         let cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
         let (mut model, _params) = adapted(model_name, &cfg);
         let want = flat(&logits(&model));
@@ -138,7 +142,7 @@ fn merge_equals_the_unmerged_adapter_and_unmerge_restores_it() {
             &format!("{model_name} unmerged vs adapter"),
             &flat(&logits(&model)),
             &want,
-            1e-5,
+            RESTORE_TOL,
         );
         let restored = model.projections()[0].1.dense_weight().unwrap();
         check_abs("restored q_proj", &flat(&restored), &flat(&base_q), 1e-6);
@@ -148,7 +152,7 @@ fn merge_equals_the_unmerged_adapter_and_unmerge_restores_it() {
             &format!("{model_name} adapters removed vs base"),
             &flat(&logits(&model)),
             &base,
-            1e-5,
+            RESTORE_TOL,
         );
     }
 }
@@ -183,7 +187,7 @@ fn dropout_acts_only_in_training_mode_and_is_seeded() {
 /// PEFT with wick's logits.
 #[test]
 fn wick_adapter_loads_in_peft_with_the_same_logits() {
-    for model_name in ["llama", "qwen2", "gemma2", "gemma3"] {
+    for model_name in MODELS {
         let cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
         let (model, params) = adapted(model_name, &cfg);
         let dir = tempfile::tempdir().unwrap();
@@ -205,7 +209,7 @@ fn wick_adapter_loads_in_peft_with_the_same_logits() {
 
 #[test]
 fn merged_directory_has_the_adapter_logits() {
-    for model_name in ["llama", "qwen2", "gemma2", "gemma3"] {
+    for model_name in MODELS {
         let cfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());
         let (model, params) = adapted(model_name, &cfg);
         let want = logits(&model);

@@ -14,11 +14,16 @@ use wick::io::safetensors::SafetensorsWeights;
 pub const BATCH: usize = 2;
 pub const SEQ: usize = 12;
 
+/// Every model of fixtures/lora_peft (each has a tiny_* base fixture).
+pub const MODELS: [&str; 6] = ["llama", "qwen2", "qwen3", "smollm3", "gemma2", "gemma3"];
+
 /// The base fixture of a model name (`llama` -> tiny_llama).
 pub fn base_case(model: &str) -> &'static str {
     match model {
         "llama" => "tiny_llama",
         "qwen2" => "tiny_qwen2",
+        "qwen3" => "tiny_qwen3",
+        "smollm3" => "tiny_smollm3",
         "gemma2" => "tiny_gemma2",
         "gemma3" => "tiny_gemma3",
         other => panic!("no base fixture for {other}"),
