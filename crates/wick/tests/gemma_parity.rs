@@ -11,6 +11,8 @@ mod llama_common;
 
 use std::sync::Arc;
 
+use candle_core::quantized::gguf_file::{self, Value as GValue};
+use candle_core::quantized::GgmlDType;
 use candle_core::DType;
 use llama_common::{check, config, flat, model_from, weights, Expected, PROMPT_LEN};
 use testkit::paths::fixture;
@@ -143,4 +145,97 @@ fn a_missing_gemma_tensor_is_named_with_the_file() {
         err.contains(hidden) && err.contains("model.safetensors"),
         "{err}"
     );
+}
+
+/// A metadata-only Gemma GGUF (one tiny token_embd for the vocab size) with `extra` keys.
+fn gemma_gguf(arch: &str, layers: u32, extra: &[(&str, GValue)]) -> tempfile::NamedTempFile {
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut meta: Vec<(String, GValue)> = vec![
+        ("general.architecture".into(), GValue::String(arch.into())),
+        (k("block_count"), GValue::U32(layers)),
+        (k("embedding_length"), GValue::U32(64)),
+        (k("feed_forward_length"), GValue::U32(128)),
+        (k("attention.head_count"), GValue::U32(4)),
+        (k("attention.head_count_kv"), GValue::U32(2)),
+        (k("attention.key_length"), GValue::U32(32)),
+        (k("attention.layer_norm_rms_epsilon"), GValue::F32(1e-6)),
+        (k("context_length"), GValue::U32(128)),
+    ];
+    meta.extend(extra.iter().map(|(n, v)| (k(n), v.clone())));
+    let embd = candle_core::Tensor::zeros((8, 64), DType::F32, &candle_core::Device::Cpu).unwrap();
+    let embd = candle_core::quantized::QTensor::quantize(&embd, GgmlDType::F32).unwrap();
+    let meta_refs: Vec<(&str, &GValue)> = meta.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut bytes, &meta_refs, &[("token_embd.weight", &embd)]).unwrap();
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), bytes.get_ref()).unwrap();
+    f
+}
+
+fn gguf_config(f: &tempfile::NamedTempFile) -> wick::Result<DecoderConfig> {
+    let file = GgufFile::open(f.path())?;
+    DecoderConfig::from_value(file.hf_config()?, f.path())
+}
+
+/// The metadata llama.cpp reads for Gemma beyond what the tiny fixtures exercise: the sliding
+/// pattern as per-layer flags or as a period, Gemma 3 without a window (all global), the 27B's
+/// attention scale from hidden / heads, and a Gemma 2 file with two RoPE bases refused.
+#[test]
+fn gemma_gguf_metadata_maps_as_llama_cpp_reads_it() {
+    let flags = GValue::Array([true, false, false].map(GValue::Bool).to_vec());
+    let cfg = gguf_config(&gemma_gguf(
+        "gemma3",
+        3,
+        &[
+            ("attention.sliding_window", GValue::U32(7)),
+            ("attention.sliding_window_pattern", flags),
+            ("rope.freq_base", GValue::F32(1e6)),
+            ("rope.freq_base_swa", GValue::F32(1e4)),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(cfg.layer_windows(), vec![Some(7), None, None]);
+    let bases: Vec<f64> = (0..3).map(|i| cfg.layer_rope(i).unwrap().theta).collect();
+    assert_eq!(bases, vec![1e4, 1e6, 1e6]);
+    assert!(cfg.qk_norm && cfg.attn_softcap.is_none() && cfg.final_softcap.is_none());
+    assert!(
+        (cfg.attn_scale - 1.0 / 32f64.sqrt()).abs() < 1e-12,
+        "1/sqrt(head_dim)"
+    );
+
+    let cfg = gguf_config(&gemma_gguf(
+        "gemma2",
+        4,
+        &[("attention.sliding_window_pattern", GValue::U32(4))],
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.layer_windows(),
+        vec![Some(4096), Some(4096), Some(4096), None]
+    );
+    assert_eq!(
+        (cfg.attn_softcap, cfg.final_softcap),
+        (Some(50.0), Some(30.0))
+    );
+
+    let cfg = gguf_config(&gemma_gguf("gemma3", 62, &[])).unwrap();
+    assert_eq!(
+        cfg.layer_windows(),
+        vec![None; 62],
+        "no window: every layer global"
+    );
+    let want = 1.0 / 16f64.sqrt();
+    assert!(
+        (cfg.attn_scale - want).abs() < 1e-12,
+        "27B: 1/sqrt(hidden 64 / heads 4)"
+    );
+
+    let two_bases = [
+        ("rope.freq_base", GValue::F32(1e4)),
+        ("rope.freq_base_swa", GValue::F32(1e6)),
+    ];
+    let err = gguf_config(&gemma_gguf("gemma2", 2, &two_bases))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gemma2.rope.freq_base_swa"), "{err}");
 }
