@@ -1,10 +1,13 @@
 //! Golden parity of the shared decoder against transformers on the tiny random models of
 //! fixtures/tiny_llama (GQA, untied head, llama3/linear RoPE variants), fixtures/tiny_qwen2
 //! (q/k/v bias, tied embeddings), fixtures/tiny_qwen3 (q/k norms, head_dim 32 ≠ hidden / heads)
-//! fixtures/tiny_smollm3 (4 layers, layer 3 NoPE) and fixtures/tiny_phi3 (fused projections,
-//! partial rotary, LongRoPE; its own checks in phi3_parity.rs): full-sequence logits, prefill + cached
-//! decode steps, a left-padded batch of two lengths, sliding-window variants, and each model
-//! converted to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py.
+//! fixtures/tiny_smollm3 (4 layers, layer 3 NoPE), fixtures/tiny_phi3 (fused projections,
+//! partial rotary, LongRoPE; its own checks in phi3_parity.rs), fixtures/tiny_gemma2 (soft-caps,
+//! sliding and global layers alternating) and fixtures/tiny_gemma3 (q/k norms, five sliding
+//! layers with a local RoPE base, one global with its own base and linear scaling; both Gemmas
+//! with a window of 5 under the 12-token prompt): full-sequence logits, prefill + cached decode
+//! steps, a left-padded batch of two lengths, sliding-window variants, and each model converted
+//! to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py. Gemma-only config styles: gemma_parity.rs.
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
@@ -76,8 +79,18 @@ fn phi3_logits_match_transformers() {
     logits_match("tiny_phi3");
 }
 
-/// Prefill, then 8 one-token steps through the cache, each against transformers' step and
-/// against our own full forward of the same tokens.
+#[test]
+fn gemma2_logits_match_transformers() {
+    logits_match("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_logits_match_transformers() {
+    logits_match("tiny_gemma3");
+}
+
+/// Prefill, then 8 one-token steps through the cache, each against transformers' cached step and
+/// against our own full-sequence forward of the same tokens.
 fn decode_matches(case: &str) {
     let m = model(case);
     let e = Expected::load(case);
@@ -159,6 +172,16 @@ fn smollm3_prefill_and_8_decode_steps_match_full_forward() {
 #[test]
 fn phi3_prefill_and_8_decode_steps_across_original_max_match_full_forward() {
     decode_matches("tiny_phi3");
+}
+
+#[test]
+fn gemma2_prefill_and_8_decode_steps_match_full_forward() {
+    decode_matches("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_prefill_and_8_decode_steps_match_full_forward() {
+    decode_matches("tiny_gemma3");
 }
 
 /// Runs `prompt` alone through prefill + `steps` decode tokens; returns each step's logits.
@@ -284,6 +307,16 @@ fn smollm3_padded_batch_of_two_lengths_equals_single_runs() {
 #[test]
 fn phi3_padded_batch_of_two_lengths_equals_single_runs() {
     batch_matches("tiny_phi3");
+}
+
+#[test]
+fn gemma2_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_padded_batch_of_two_lengths_equals_single_runs() {
+    batch_matches("tiny_gemma3");
 }
 
 fn scaled_rope_matches(variant: &str) {
@@ -413,6 +446,11 @@ fn gguf_logits_match(case: &str) {
     );
     assert_eq!(cfg.layer_kinds, hf.layer_kinds);
     assert_eq!(cfg.qk_norm, hf.qk_norm);
+    assert_eq!(
+        (cfg.attn_softcap, cfg.final_softcap, cfg.attn_scale),
+        (hf.attn_softcap, hf.final_softcap, hf.attn_scale),
+        "{case}: soft-caps and attention scale"
+    );
     let source: Arc<dyn WeightSource> = Arc::new(file);
     let m = model_from(&cfg, source, DType::F32);
     let e = Expected::load(case);
@@ -442,6 +480,16 @@ fn smollm3_gguf_from_llama_cpp_converter_matches_transformers() {
 #[test]
 fn phi3_gguf_from_llama_cpp_converter_matches_transformers() {
     gguf_logits_match("tiny_phi3");
+}
+
+#[test]
+fn gemma2_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_gemma2");
+}
+
+#[test]
+fn gemma3_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_gemma3");
 }
 
 /// A prompt fed in two chunks (7 then 5 tokens) through the cache gives the logits of one pass.

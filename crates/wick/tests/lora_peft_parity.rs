@@ -1,6 +1,8 @@
 //! LoRA parity with PEFT on the tiny random Llama (GQA, untied), Qwen2 (bias, tied), Qwen3 (q/k
-//! norms, head_dim 32), SmolLM3 (4 layers, one NoPE) and Phi-3 (fused qkv_proj / gate_up_proj,
-//! partial rotary, LongRoPE) models of fixtures/lora_peft (gen.py there): each PEFT-written adapter loads into wick and gives PEFT's
+//! norms, head_dim 32), SmolLM3 (4 layers, one NoPE), Phi-3 (fused qkv_proj / gate_up_proj,
+//! partial rotary, LongRoPE), Gemma 2 (soft-caps, sandwich norms) and Gemma 3 (q/k norms,
+//! per-layer RoPE) models of fixtures/lora_peft (gen.py there): each
+//! PEFT-written adapter loads into wick and gives PEFT's
 //! logits and loss; the step-0 gradients of every lora_A / lora_B match PEFT's within 1e-4
 //! relative (f32), both at PEFT's true step 0 (B = 0: grad A is exactly zero) and with B random
 //! (rsLoRA on, so both grads are non-zero).
@@ -128,6 +130,26 @@ fn phi3_step0_peft_adapter_logits_and_grads_match() {
 #[test]
 fn phi3_random_b_rslora_logits_and_grads_match() {
     parity("phi3", "random_b");
+}
+
+#[test]
+fn gemma2_step0_peft_adapter_logits_and_grads_match() {
+    parity("gemma2", "step0");
+}
+
+#[test]
+fn gemma2_random_b_rslora_logits_and_grads_match() {
+    parity("gemma2", "random_b");
+}
+
+#[test]
+fn gemma3_step0_peft_adapter_logits_and_grads_match() {
+    parity("gemma3", "step0");
+}
+
+#[test]
+fn gemma3_random_b_rslora_logits_and_grads_match() {
+    parity("gemma3", "random_b");
 }
 
 /// wick's own init at step 0: with B = 0 the adapted model is the base model, grad A is exactly

@@ -3,6 +3,7 @@
 //! q/k, and the metadata keys beyond the common ones that map back to config.json fields.
 //! A new family adds one row to [`GGUF_ARCHS`] (and, when needed, a small `config` function).
 
+use candle_core::quantized::gguf_file::Value as GgufValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::{printable, Error, Result};
@@ -20,6 +21,9 @@ pub struct GgufArch {
     /// llama.cpp's converter permuted q/k rows for its interleaved RoPE (its `DecoderModel`
     /// converter and subclasses with `undo_permute`); wick un-permutes them on load.
     pub permuted_qk: bool,
+    /// llama.cpp's converter added this to every `*norm.weight` (1 for Gemma, whose RMSNorm
+    /// scales by `1 + weight`); wick subtracts it on load, so weights keep HF's meaning.
+    pub norm_shift: f32,
     /// Whole-model tensors beyond [`GLOBAL`]: (HF name, llama.cpp name), without `.weight`.
     pub global: &'static [(&'static str, &'static str)],
     /// Layer tensors (inside `model.layers.{i}` / `blk.{i}`) beyond or instead of [`LAYER`]: a
@@ -55,12 +59,29 @@ const QK_NORM: &[(&str, &str)] = &[
     ("self_attn.k_norm", "attn_k_norm"),
 ];
 
+/// Gemma's sandwich norms: llama.cpp calls the pre-MLP norm `ffn_norm` (Llama's name for
+/// post_attention_layernorm, which in Gemma follows attention).
+const GEMMA_NORMS: &[(&str, &str)] = &[
+    ("post_attention_layernorm", "post_attention_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+    ("post_feedforward_layernorm", "post_ffw_norm"),
+];
+
+const GEMMA3_LAYER: &[(&str, &str)] = &[
+    ("post_attention_layernorm", "post_attention_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+    ("post_feedforward_layernorm", "post_ffw_norm"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
+];
+
 pub const GGUF_ARCHS: &[GgufArch] = &[
     GgufArch {
         arch: "llama",
         model_type: "llama",
         class: "LlamaForCausalLM",
         permuted_qk: true,
+        norm_shift: 0.0,
         global: &[],
         layer: &[],
         config: llama_config,
@@ -70,6 +91,7 @@ pub const GGUF_ARCHS: &[GgufArch] = &[
         model_type: "qwen2",
         class: "Qwen2ForCausalLM",
         permuted_qk: false,
+        norm_shift: 0.0,
         global: &[],
         layer: &[],
         config: no_extra,
@@ -79,6 +101,7 @@ pub const GGUF_ARCHS: &[GgufArch] = &[
         model_type: "qwen3",
         class: "Qwen3ForCausalLM",
         permuted_qk: false,
+        norm_shift: 0.0,
         global: &[],
         layer: QK_NORM,
         config: no_extra,
@@ -88,6 +111,7 @@ pub const GGUF_ARCHS: &[GgufArch] = &[
         model_type: "smollm3",
         class: "SmolLM3ForCausalLM",
         permuted_qk: true,
+        norm_shift: 0.0,
         global: &[],
         layer: &[],
         config: smollm3_config,
@@ -97,9 +121,30 @@ pub const GGUF_ARCHS: &[GgufArch] = &[
         model_type: "phi3",
         class: "Phi3ForCausalLM",
         permuted_qk: false,
+        norm_shift: 0.0,
         global: &[],
         layer: PHI3_FUSED,
         config: phi3_config,
+    },
+    GgufArch {
+        arch: "gemma2",
+        model_type: "gemma2",
+        class: "Gemma2ForCausalLM",
+        permuted_qk: false,
+        norm_shift: 1.0,
+        global: &[],
+        layer: GEMMA_NORMS,
+        config: gemma2_config,
+    },
+    GgufArch {
+        arch: "gemma3",
+        model_type: "gemma3_text",
+        class: "Gemma3ForCausalLM",
+        permuted_qk: false,
+        norm_shift: 1.0,
+        global: &[],
+        layer: GEMMA3_LAYER,
+        config: gemma3_config,
     },
 ];
 
@@ -212,6 +257,129 @@ fn phi3_config(file: &GgufFile, cfg: &mut ConfigFields) -> Result<()> {
     }
     cfg.insert("original_max_position_embeddings".into(), original.into());
     cfg.insert("rope_scaling".into(), rope);
+    Ok(())
+}
+
+/// What both Gemma rows share: GELU-tanh, and the attention scale llama.cpp uses instead of
+/// storing `query_pre_attn_scalar`: 1/sqrt(head_dim), except for the 27B models (`big_layers`
+/// blocks), which scale by 1/sqrt(hidden / heads) as Google's reference does.
+fn gemma_common(file: &GgufFile, cfg: &mut ConfigFields, big_layers: usize) -> Result<()> {
+    let arch = file.architecture()?;
+    let key = |k: &str| format!("{arch}.{k}");
+    cfg.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
+    let layers = file.get_usize(&key("block_count"))?;
+    let scalar = if layers == big_layers {
+        file.get_usize(&key("embedding_length"))? / file.get_usize(&key("attention.head_count"))?
+    } else {
+        file.get_usize(&key("attention.key_length"))?
+    };
+    cfg.insert("query_pre_attn_scalar".into(), scalar.into());
+    Ok(())
+}
+
+/// `layer_types` from `attention.sliding_window_pattern` as llama.cpp reads it: per-layer
+/// booleans, or a period `n` (layer `i` slides unless `i % n == n - 1`; 0: every layer), or
+/// `default` when absent.
+fn gemma_layer_types(file: &GgufFile, default: usize) -> Result<Value> {
+    let arch = file.architecture()?;
+    let layers = file.get_usize(&format!("{arch}.block_count"))?;
+    let key = format!("{arch}.attention.sliding_window_pattern");
+    let period = |n: usize| (0..layers).map(|i| n == 0 || i % n < n - 1).collect();
+    let bad = |msg: &str| Error::bad_config(file.path(), format!("metadata `{key}`: {msg}"));
+    let sliding: Vec<bool> = match file.opt(&key, GgufFile::value)? {
+        Some(GgufValue::Array(flags)) => flags
+            .iter()
+            .map(|f| match f {
+                GgufValue::Bool(b) => Ok(*b),
+                _ => Err(bad("expected booleans")),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => period(file.get_usize(&key)?),
+        None => period(default),
+    };
+    if sliding.len() != layers {
+        return Err(bad(&format!(
+            "{} entries for {layers} layers",
+            sliding.len()
+        )));
+    }
+    let name = |s: &bool| {
+        if *s {
+            "sliding_attention"
+        } else {
+            "full_attention"
+        }
+    };
+    Ok(sliding.iter().map(name).collect::<Vec<_>>().into())
+}
+
+/// An optional f32 key as a config value (null when absent).
+fn opt_decimal(file: &GgufFile, key: &str) -> Result<Value> {
+    Ok(match file.opt(key, GgufFile::get_f32)? {
+        Some(v) => decimal(v).into(),
+        None => Value::Null,
+    })
+}
+
+/// Gemma 2: soft-caps (llama.cpp's defaults 50 / 30 when absent), window (4096), every 2nd
+/// layer global. One RoPE base for both layer kinds, as in transformers.
+fn gemma2_config(file: &GgufFile, cfg: &mut ConfigFields) -> Result<()> {
+    gemma_common(file, cfg, 46)?;
+    let key = |k: &str| format!("gemma2.{k}");
+    let cap = |k: &str, default: f32| -> Result<f64> {
+        Ok(decimal(
+            file.opt(&key(k), GgufFile::get_f32)?.unwrap_or(default),
+        ))
+    };
+    cfg.insert(
+        "attn_logit_softcapping".into(),
+        cap("attn_logit_softcapping", 50.0)?.into(),
+    );
+    cfg.insert(
+        "final_logit_softcapping".into(),
+        cap("final_logit_softcapping", 30.0)?.into(),
+    );
+    let window = file.opt(&key("attention.sliding_window"), GgufFile::get_usize)?;
+    cfg.insert("sliding_window".into(), window.unwrap_or(4096).into());
+    cfg.insert("layer_types".into(), gemma_layer_types(file, 2)?);
+    let base = file.opt(&key("rope.freq_base"), GgufFile::get_f32)?;
+    let local = file.opt(&key("rope.freq_base_swa"), GgufFile::get_f32)?;
+    if local.is_some_and(|l| Some(l) != base) {
+        return Err(Error::Unsupported(format!(
+            "{}: `gemma2.rope.freq_base_swa` differs from `gemma2.rope.freq_base` (Gemma 2 has \
+             one RoPE base)",
+            file.path().display()
+        )));
+    }
+    Ok(())
+}
+
+/// Gemma 3: a window (and then five sliding layers in six, with the local base
+/// `rope.freq_base_swa`, 10000 when absent) or, without one, global attention everywhere;
+/// optional final soft-cap; `rope.freq_base` and the RoPE scaling are the global layers'.
+fn gemma3_config(file: &GgufFile, cfg: &mut ConfigFields) -> Result<()> {
+    gemma_common(file, cfg, 62)?;
+    let key = |k: &str| format!("gemma3.{k}");
+    cfg.insert("attn_logit_softcapping".into(), Value::Null);
+    let capping = opt_decimal(file, &key("final_logit_softcapping"))?;
+    cfg.insert("final_logit_softcapping".into(), capping);
+    let window = file.opt(&key("attention.sliding_window"), GgufFile::get_usize)?;
+    match window.filter(|&w| w > 0) {
+        Some(w) => {
+            cfg.insert("sliding_window".into(), w.into());
+            cfg.insert("layer_types".into(), gemma_layer_types(file, 6)?);
+            let local = file.opt(&key("rope.freq_base_swa"), GgufFile::get_f32)?;
+            cfg.insert(
+                "rope_local_base_freq".into(),
+                decimal(local.unwrap_or(1e4)).into(),
+            );
+        }
+        None => {
+            let layers = file.get_usize(&key("block_count"))?;
+            cfg.insert("sliding_window".into(), Value::Null);
+            cfg.insert("layer_types".into(), vec!["full_attention"; layers].into());
+        }
+    }
     Ok(())
 }
 

@@ -182,6 +182,12 @@ impl WeightSource for GgufFile {
             }
             None => t,
         };
+        let shift = self.arch_row()?.norm_shift;
+        let t = if shift != 0.0 && name.ends_with("norm.weight") {
+            (t - f64::from(shift))?
+        } else {
+            t
+        };
         Ok(t.to_dtype(dtype)?)
     }
 

@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod common;
+pub mod gemma;
 pub mod llama;
 pub mod phi3;
 pub mod qwen3;
@@ -31,7 +32,13 @@ pub struct Family {
 
 /// Every decoder family wick runs, by config.json `model_type`.
 pub const DECODER_FAMILIES: &[Family] =
-    &[llama::FAMILY, qwen3::FAMILY, smollm3::FAMILY, phi3::FAMILY];
+    &[
+    llama::FAMILY,
+    qwen3::FAMILY,
+    smollm3::FAMILY,
+    phi3::FAMILY,
+    gemma::FAMILY,
+];
 
 /// Every supported decoder `model_type`, comma-separated (for errors).
 pub fn supported_model_types() -> String {

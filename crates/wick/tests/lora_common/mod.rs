@@ -13,10 +13,11 @@ use wick::io::safetensors::SafetensorsWeights;
 
 pub const BATCH: usize = 2;
 pub const SEQ: usize = 12;
-pub const VOCAB: usize = 256;
 
 /// Every model of fixtures/lora_peft (each has a tiny_* base fixture).
-pub const MODELS: [&str; 5] = ["llama", "qwen2", "qwen3", "smollm3", "phi3"];
+pub const MODELS: [&str; 7] = [
+    "llama", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3",
+];
 
 /// The base fixture of a model name (`llama` -> tiny_llama).
 pub fn base_case(model: &str) -> &'static str {
@@ -26,6 +27,8 @@ pub fn base_case(model: &str) -> &'static str {
         "qwen3" => "tiny_qwen3",
         "smollm3" => "tiny_smollm3",
         "phi3" => "tiny_phi3",
+        "gemma2" => "tiny_gemma2",
+        "gemma3" => "tiny_gemma3",
         other => panic!("no base fixture for {other}"),
     }
 }
