@@ -154,7 +154,10 @@ impl ChatTemplate {
     /// The prompt text for `messages`; with `add_generation_prompt` it ends where the assistant's
     /// reply starts.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        self.render_with(messages, &RenderOptions::generation_prompt(add_generation_prompt))
+        self.render_with(
+            messages,
+            &RenderOptions::generation_prompt(add_generation_prompt),
+        )
     }
 
     /// The prompt text for `messages` (anything that serializes to JSON objects: [`ChatMessage`]s

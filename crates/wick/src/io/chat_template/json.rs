@@ -240,4 +240,3 @@ impl serde_json::ser::Formatter for PyFormatter<'_> {
         Ok(())
     }
 }
-

@@ -7,17 +7,22 @@ use std::sync::Arc;
 
 use minijinja::filters;
 use minijinja::value::{
-    from_args, Enumerator, Kwargs, Object, ObjectExt, ObjectRepr, Rest, ValueKind, ValueOrKwargs,
+    Enumerator, Kwargs, Object, ObjectExt, ObjectRepr, Rest, ValueKind, ValueOrKwargs,
 };
 use minijinja::{Environment, Error, ErrorKind, State, Value};
 
 /// The filter every `{% for %}` loop's iterable passes through (see [`rewrite_for`]).
 pub(super) const ITER_FILTER: &str = "_wick_py_iter";
 
+/// The filter that HTML-escapes the plain operands of a sum with a `|safe` one (see
+/// `rewrite::markup_concat`).
+pub(super) const MARKUP_ESCAPE_FILTER: &str = "_wick_markup_escape";
+
 /// Adds the Python behaviour to `env`.
 pub(super) fn install(env: &mut Environment<'static>) {
     env.set_unknown_method_callback(unknown_method);
     env.add_filter(ITER_FILTER, py_iter);
+    env.add_filter(MARKUP_ESCAPE_FILTER, markup_escape);
     env.add_filter("indent", indent);
     env.add_test("iterable", is_iterable);
     // jinja2's select/reject/map/unique filters return generators.
@@ -113,6 +118,32 @@ fn py_iter(value: Value) -> Result<Value, Error> {
     Ok(value)
 }
 
+/// What Python's `Markup.__add__` does to the plain string added to it: markupsafe's escape
+/// (a safe string stays as it is; a non-string cannot be added to Markup).
+fn markup_escape(value: Value) -> Result<Value, Error> {
+    if value.is_safe() {
+        return Ok(value);
+    }
+    let Some(text) = value.as_str() else {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot add {} to a |safe (Markup) string", value.kind()),
+        ));
+    };
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Ok(Value::from_safe_string(out))
+}
+
 /// jinja2's `is iterable`: Python's `iter(value)` succeeds (not for none or numbers; undefined
 /// is iterable).
 fn is_iterable(value: &Value) -> bool {
@@ -126,22 +157,34 @@ fn is_iterable(value: &Value) -> bool {
 /// jinja2's `indent(width=4, first=False, blank=False)`, quirks included: the text gets a
 /// newline appended before it is split with Python's `splitlines`, so a trailing newline is
 /// kept, and `width` may be a string to indent with.
-fn indent(state: &State, args: Rest<Value>) -> Result<Value, Error> {
-    // Filters take at most five arguments besides the state: parse them by hand.
-    let (value, width, first, blank, kwargs): (Value, Option<Value>, Option<bool>, Option<bool>, Kwargs) =
-        from_args(&args)?;
-    let width = match width {
-        Some(w) => Some(w),
+fn indent(state: &State, value: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
+    // By hand: minijinja's argument tuples cannot mix optional positionals with keywords
+    // (`indent(4, first=true)`).
+    let (kwargs, positional): (Vec<&Value>, Vec<&Value>) =
+        args.iter().map(|v| &**v).partition(|v| v.is_kwargs());
+    let kwargs = match kwargs.as_slice() {
+        [] => Kwargs::from_iter(std::iter::empty::<(&str, Value)>()),
+        [kw] => Kwargs::try_from((*kw).clone())?,
+        _ => return Err(Error::new(ErrorKind::TooManyArguments, "indent")),
+    };
+    if positional.len() > 3 {
+        return Err(Error::new(
+            ErrorKind::TooManyArguments,
+            "indent takes at most width, first and blank",
+        ));
+    }
+    let flag = |i: usize, name: &str| -> Result<bool, Error> {
+        match positional.get(i) {
+            Some(v) => Ok(v.is_true()),
+            None => Ok(kwargs.get::<Option<bool>>(name)?.unwrap_or(false)),
+        }
+    };
+    let width: Option<Value> = match positional.first() {
+        Some(w) => Some((*w).clone()),
         None => kwargs.get("width")?,
     };
-    let first = match first {
-        Some(f) => f,
-        None => kwargs.get::<Option<bool>>("first")?.unwrap_or(false),
-    };
-    let blank = match blank {
-        Some(b) => b,
-        None => kwargs.get::<Option<bool>>("blank")?.unwrap_or(false),
-    };
+    let first = flag(1, "first")?;
+    let blank = flag(2, "blank")?;
     kwargs.assert_all_used()?;
     let Some(text) = value.as_str() else {
         return Err(Error::new(

@@ -7,7 +7,7 @@
 //! The scanner skips comments, `{{ }}` expressions, string literals and `{% raw %}` blocks, and
 //! leaves anything it does not understand as it is for minijinja's parser to judge.
 
-use super::python::ITER_FILTER;
+use super::python::{ITER_FILTER, MARKUP_ESCAPE_FILTER};
 
 pub(super) fn rewrite(src: &str) -> String {
     let mut out = String::with_capacity(src.len() + 64);
@@ -31,7 +31,14 @@ pub(super) fn rewrite(src: &str) -> String {
         let inner = &tag[2..end];
         rest = &tag[end + 2..];
         if !is_block {
-            out.push_str(&tag[..end + 2]);
+            match (close, markup_concat(inner)) {
+                ("}}", Some(expr)) => {
+                    out.push_str("{{");
+                    out.push_str(&expr);
+                    out.push_str("}}");
+                }
+                _ => out.push_str(&tag[..end + 2]),
+            }
             continue;
         }
         let word = keyword(inner);
@@ -55,6 +62,81 @@ pub(super) fn rewrite(src: &str) -> String {
     }
 }
 
+/// `A|safe + B + ...` with jinja2's meaning: `safe` makes a Markup string, and adding a plain
+/// string to Markup (on either side) HTML-escapes the plain one. minijinja's `+` never escapes,
+/// so each plain operand of such a sum gets the escape filter and the sum becomes a `~` join.
+/// Only an expression that is nothing but a sum is rewritten (`None` otherwise): the operands of
+/// a wider expression would be hard to delimit.
+fn markup_concat(inner: &str) -> Option<String> {
+    let body = inner.trim_start_matches(['-', '+']);
+    let body = body.trim_end_matches(['-', '+']);
+    let lead = &inner[..inner.len() - inner.trim_start_matches(['-', '+']).len()];
+    let trail = &inner[inner.trim_end_matches(['-', '+']).len()..];
+    let operands = top_level_sum(body)?;
+    let is_safe = |op: &str| {
+        let op = op.trim_end();
+        let op = op.strip_suffix("()").unwrap_or(op).trim_end();
+        op.strip_suffix("safe")
+            .is_some_and(|rest| rest.trim_end().ends_with('|'))
+    };
+    if operands.len() < 2 || !operands.iter().any(|op| is_safe(op)) {
+        return None;
+    }
+    let joined: Vec<String> = operands
+        .iter()
+        .map(|op| {
+            if is_safe(op) {
+                format!("({})", op.trim())
+            } else {
+                format!("({})|{MARKUP_ESCAPE_FILTER}", op.trim())
+            }
+        })
+        .collect();
+    Some(format!("{lead} {} {trail}", joined.join(" ~ ")))
+}
+
+/// The operands of `s` if it is a sum at the top level (outside strings and brackets) and has
+/// no other top-level operator of lower or equal precedence (`-`, `~`, comparisons, `and`, `or`,
+/// `not`, `if`, `in`, `is`); `None` otherwise.
+fn top_level_sum(s: &str) -> Option<Vec<&str>> {
+    let bytes = s.as_bytes();
+    let mut operands = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' | b'"' => {
+                i = skip_string(bytes, i)?;
+                continue;
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.checked_sub(1)?,
+            b'+' if depth == 0 => {
+                operands.push(&s[start..i]);
+                start = i + 1;
+            }
+            b'-' | b'~' | b'<' | b'>' | b'=' | b'!' | b'*' | b'/' | b'%' if depth == 0 => {
+                return None
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if depth != 0 {
+        return None;
+    }
+    operands.push(&s[start..]);
+    let words = top_level_words(s)?;
+    if words
+        .iter()
+        .any(|(_, w)| matches!(*w, "and" | "or" | "not" | "if" | "else" | "in" | "is"))
+    {
+        return None;
+    }
+    Some(operands)
+}
+
 /// The first `{%`, `{{` or `{#` in `s`.
 fn find_opening(s: &str) -> Option<usize> {
     let bytes = s.as_bytes();
@@ -71,7 +153,8 @@ fn find_closing(s: &str, close: &str, strings: bool) -> Option<usize> {
             i = skip_string(bytes, i)?;
             continue;
         }
-        if s[i..].starts_with(close) {
+        // Bytes, not `&s[i..]`: `i` may sit inside a multi-byte character.
+        if bytes[i..].starts_with(close.as_bytes()) {
             return Some(i);
         }
         i += 1;
@@ -217,6 +300,16 @@ mod tests {
             ),
             ("{% for a in %}", "{% for a in %}"),
             ("{%}", "{%}"),
+            (
+                "{# ƛƬ #}{% for a in b %}",
+                "{# ƛƬ #}{% for a in (b)|_wick_py_iter %}",
+            ),
+            (
+                "{{- 'a'|safe + t.name + 'b'|safe() -}}",
+                "{{- ('a'|safe) ~ (t.name)|_wick_markup_escape ~ ('b'|safe()) -}}",
+            ),
+            ("{{ 'a'|safe + b if c }}", "{{ 'a'|safe + b if c }}"),
+            ("{{ a + b }}", "{{ a + b }}"),
         ];
         for (src, want) in cases {
             assert_eq!(rewrite(src), want, "{src}");
