@@ -191,9 +191,7 @@ fn keyword(inner: &str) -> &str {
 fn find_endraw(s: &str) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = s[from..].find("{%").map(|i| i + from) {
-        let Some(end) = s[i + 2..].find("%}") else {
-            return None;
-        };
+        let end = s[i + 2..].find("%}")?;
         if keyword(&s[i + 2..i + 2 + end]) == "endraw" {
             return Some(i);
         }
