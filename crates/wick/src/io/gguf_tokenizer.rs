@@ -148,7 +148,16 @@ pub fn special_tokens(file: &GgufFile) -> Result<GgufSpecialTokens> {
     // (bos, eos, unk, sep, pad, add_bos, add_eos, add_sep) by llama.cpp's type defaults.
     let (bos, eos, unk, sep, pad, add_bos, add_eos, add_sep) = match kind {
         Kind::Spm => (Some(1), Some(2), Some(0), None, None, true, false, false),
-        Kind::WordPiece => (Some(101), None, Some(100), Some(102), Some(0), true, false, true),
+        Kind::WordPiece => (
+            Some(101),
+            None,
+            Some(100),
+            Some(102),
+            Some(0),
+            true,
+            false,
+            true,
+        ),
         Kind::Bpe => {
             let add_bos = bpe::default_add_bos(pre.unwrap_or("default"));
             (Some(11), Some(11), None, None, None, add_bos, false, false)

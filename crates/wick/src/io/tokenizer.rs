@@ -102,7 +102,8 @@ pub fn encode_all(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>
 }
 
 /// The tokenizer of a model: built from the metadata of a GGUF file, else the model's
-/// `tokenizer.json` (a local directory or a hub repository).
+/// `tokenizer.json` (a local directory or a hub repository) without the padding and truncation
+/// it may carry, so that a text gives all of its tokens and nothing else.
 pub fn model_tokenizer(files: &crate::io::ModelFiles) -> Result<Tokenizer> {
     match files {
         crate::io::ModelFiles::File(path) if crate::io::gguf::is_gguf(path) => {
@@ -113,7 +114,18 @@ pub fn model_tokenizer(files: &crate::io::ModelFiles) -> Result<Tokenizer> {
             "{}: a single-file model must be a .gguf; give a directory for a tokenizer.json",
             path.display()
         ))),
-        _ => read_tokenizer(&files.require("tokenizer.json")?),
+        _ => {
+            let path = files.require("tokenizer.json")?;
+            let mut tokenizer = read_tokenizer(&path)?;
+            tokenizer.with_padding(None);
+            tokenizer
+                .with_truncation(None)
+                .map_err(|e| Error::TokenizerLoad {
+                    path,
+                    message: e.to_string(),
+                })?;
+            Ok(tokenizer)
+        }
     }
 }
 

@@ -15,14 +15,13 @@ use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{DecoderWrapper, Model, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use super::Vocab;
 use crate::error::{printable, Error, Result};
 
 /// GPT-2's split (llama.cpp: `LLAMA_VOCAB_PRE_TYPE_GPT2`).
-const GPT2: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen 3.5: Qwen 2's split with combining marks (`\p{M}`) kept inside words.
@@ -43,12 +42,7 @@ struct PreType {
 const PRE_TYPES: &[PreType] = &[
     PreType {
         names: &["default"],
-        regexes: &[
-            r"[\p{P}\$\+<=>\^~\|]+",
-            GPT2,
-            r"\p{N}+",
-            r"[0-9][0-9][0-9]",
-        ],
+        regexes: &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
         ignore_merges: false,
         add_bos: false,
     },
@@ -199,7 +193,9 @@ fn split(regex: &str) -> std::result::Result<PreTokenizerWrapper, String> {
 }
 
 /// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre = name` (byte-level BPE).
-pub(crate) fn pre_tokenizer(name: &str) -> Option<std::result::Result<PreTokenizerWrapper, String>> {
+pub(crate) fn pre_tokenizer(
+    name: &str,
+) -> Option<std::result::Result<PreTokenizerWrapper, String>> {
     let pre = pre_type(name)?;
     let built = (|| {
         let mut steps = pre
@@ -244,7 +240,10 @@ fn bpe_model(vocab: &Vocab, ignore_merges: bool, byte_fallback: bool) -> Result<
 pub(super) fn byte_level(vocab: &Vocab) -> Result<Tokenizer> {
     let pre = pre_name(vocab)?;
     let Some(pre_type) = pre_type(pre) else {
-        let known: Vec<&str> = PRE_TYPES.iter().flat_map(|p| p.names.iter().copied()).collect();
+        let known: Vec<&str> = PRE_TYPES
+            .iter()
+            .flat_map(|p| p.names.iter().copied())
+            .collect();
         return Err(Error::Unsupported(format!(
             "{}: tokenizer.ggml.pre `{}` is not a pre-tokenizer wick knows (known: {})",
             vocab.file.path().display(),
@@ -263,19 +262,38 @@ pub(super) fn byte_level(vocab: &Vocab) -> Result<Tokenizer> {
 
 /// `tokenizer.ggml.model = "gemma4"`: BPE over raw UTF-8 with spaces written as `▁`, the text
 /// split only into runs of newlines and runs of everything else, and `<0xNN>` byte tokens for
-/// what no token covers. llama.cpp keeps a run of newlines that is itself a token whole; every
-/// other run merges as usual (`ignore_merges` is set only when that gives the same tokens, see
-/// `super::tests`).
+/// what no token covers. llama.cpp uses this split whatever `tokenizer.ggml.pre` says, and keeps
+/// a run of newlines that is itself a token whole; every other piece merges as usual.
+///
+/// `tokenizers`' BPE can keep whole pieces only for all pieces at once (`ignore_merges`), and
+/// that is not the same: 6302 of Gemma 4's tokens (`<unused0>` as plain text, `▁YYYY`) are not
+/// what merging their text gives. So we merge every piece, after checking that merging each
+/// newline-run token gives that token (it does in Gemma 4's vocabulary); a vocabulary where it
+/// does not is refused rather than tokenized differently.
 pub(super) fn gemma4(vocab: &Vocab) -> Result<Tokenizer> {
-    let pre = pre_name(vocab)?;
-    if !matches!(pre, "default" | "gemma4") {
-        return Err(Error::Unsupported(format!(
-            "{}: tokenizer.ggml.pre `{}` with tokenizer.ggml.model `gemma4` (wick knows only `gemma4`)",
-            vocab.file.path().display(),
-            printable(pre)
-        )));
+    let model = bpe_model(vocab, false, true)?;
+    let ids = vocab.token_ids();
+    for token in &vocab.tokens {
+        if token.is_empty() || token.bytes().any(|b| b != b'\n') {
+            continue;
+        }
+        let id = ids[*token];
+        let merged: Vec<u32> = model
+            .tokenize(token)
+            .map_err(|e| vocab.load_err(e.to_string()))?
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        if merged != [id] {
+            return Err(Error::Unsupported(format!(
+                "{}: tokenizer.ggml.model `gemma4` whose token {id} ({} newlines) is not what \
+                 its merges give ({merged:?}); wick cannot keep such runs whole",
+                vocab.file.path().display(),
+                token.len()
+            )));
+        }
     }
-    let mut tokenizer = Tokenizer::new(bpe_model(vocab, true, true)?);
+    let mut tokenizer = Tokenizer::new(model);
     let escape = Replace::new(" ", "\u{2581}").map_err(|e| vocab.load_err(e.to_string()))?;
     tokenizer
         .with_normalizer(Some(escape))
@@ -291,11 +309,8 @@ pub(super) fn spm_decoder(vocab: &Vocab, strip_prefix: bool) -> Result<DecoderSe
     let unescape = tokenizers::decoders::DecoderWrapper::Replace(
         Replace::new("\u{2581}", " ").map_err(|e| vocab.load_err(e.to_string()))?,
     );
-    let mut steps: Vec<DecoderWrapper> = vec![
-        unescape,
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ];
+    let mut steps: Vec<DecoderWrapper> =
+        vec![unescape, ByteFallback::new().into(), Fuse::new().into()];
     if strip_prefix {
         steps.push(tokenizers::decoders::strip::Strip::new(' ', 1, 0).into());
     }
