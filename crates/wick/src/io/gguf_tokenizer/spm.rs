@@ -6,8 +6,11 @@
 //! is a token with the highest score; characters no token covers become `<0xNN>` byte tokens.
 //! That is BPE whose merge list is every (left, right) split of every token, ranked by the
 //! joined token's score: we build exactly that list and hand it to `tokenizers`' BPE with
-//! byte fallback. (Where two different joins have equal scores llama.cpp takes the leftmost;
-//! BPE takes the earlier merge, which we order by token id.)
+//! byte fallback. Two differences remain, neither reached by the vocabularies of llama.cpp's
+//! suite: where two different joins have equal scores llama.cpp takes the leftmost, BPE the
+//! earlier merge (which we order by token id); and llama.cpp can join a character that is no
+//! token of its own, which a BPE merge cannot (no token of Llama 2's, Phi-3's or Baichuan's
+//! vocabulary has such a character).
 
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::prepend::Prepend;
