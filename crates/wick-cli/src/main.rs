@@ -48,6 +48,8 @@ enum Command {
     Merge(commands::merge::MergeArgs),
     /// OpenAI-compatible HTTP server: embeddings, chat and completions, LoRA adapters by name.
     Serve(commands::serve::ServeArgs),
+    /// Token ids of the text on stdin (read verbatim), space-separated; --text decodes ids.
+    Tokenize(commands::tokenize::TokenizeArgs),
 }
 
 fn main() {
@@ -60,6 +62,7 @@ fn main() {
         Command::Train(args) => commands::train::run(*args),
         Command::Merge(args) => commands::merge::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
     };
     if let Err(err) = result {
         // One line: the chain of causes, outermost first.

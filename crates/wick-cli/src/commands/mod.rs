@@ -3,4 +3,5 @@ pub mod embed;
 pub mod generate;
 pub mod merge;
 pub mod serve;
+pub mod tokenize;
 pub mod train;

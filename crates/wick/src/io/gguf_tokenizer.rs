@@ -1,206 +1,268 @@
 //! A `tokenizers::Tokenizer` built from a GGUF file's `tokenizer.ggml.*` metadata.
 //!
-//! Supports byte-level BPE (`tokenizer.ggml.model = "gpt2"`, the Llama-3 / Qwen2 / SmolLM family).
-//! Where the metadata leaves a choice, we follow llama.cpp, which defines what these keys mean:
-//! `tokenizer.ggml.pre` picks the pre-tokenizer split, control tokens are matched whole as special
-//! tokens, user-defined ones as plain added tokens, and no normalizer runs.
+//! `tokenizer.ggml.model` picks the algorithm:
+//! - `gpt2`: byte-level BPE (Llama 3, Qwen 2/3, SmolLM, GPT-2, ...), split as
+//!   `tokenizer.ggml.pre` says ([`bpe`]);
+//! - `gemma4`: Gemma 4's BPE over raw UTF-8 ([`bpe`]);
+//! - `llama`: SentencePiece-style scores with `<0xNN>` byte fallback (Llama 2, Phi-3, Gemma 1-3;
+//!   [`spm`]);
+//! - `bert`: WordPiece ([`wordpiece`]).
+//!
+//! Anything else (`t5`, `rwkv`, `plamo2`, ...) is refused with an error naming the file and the
+//! type. Where the metadata leaves a choice, we follow llama.cpp (src/llama-vocab.cpp), which
+//! defines what these keys mean: its defaults for missing special-token ids and `add_bos`, its
+//! pre-tokenizer regexes, control tokens matched whole as special tokens, user-defined ones as
+//! plain added tokens, and its per-model strip rules (Phi-3's special tokens eat the whitespace
+//! after them).
 //!
 //! We do not use candle's `TokenizerFromGguf`: it maps unknown `pre` names (SmolLM's `smollm`
 //! among them) silently to plain GPT-2 splitting, which drops the digit split SmolLM was trained
 //! with, and it reports errors without naming the file.
 
-use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::{Vocab, BPE};
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+mod bpe;
+mod spm;
+mod wordpiece;
+
+use tokenizers::models::bpe::Vocab as Ids;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{AddedToken, Tokenizer};
 
 use crate::error::{printable, Error, Result};
 use crate::io::gguf::GgufFile;
 
 /// llama.cpp token types (`tokenizer.ggml.token_type`).
+const NORMAL: i64 = 1;
+const UNKNOWN: i64 = 2;
 const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 
-/// GPT-2's split, applied by `ByteLevel` itself when `use_regex` is on.
-const GPT2_NAMES: &[&str] = &["default", "gpt2", "gpt-2", "mpt", "olmo", "jais"];
-/// Each digit on its own, then GPT-2's split (llama.cpp: `\p{N}` before the GPT-2 regex).
-const DIGITS_NAMES: &[&str] = &[
-    "smollm",
-    "starcoder",
-    "refact",
-    "command-r",
-    "codeshell",
-    "exaone",
-    "minerva",
-];
-const LLAMA3_NAMES: &[&str] = &[
-    "llama3",
-    "llama-v3",
-    "llama-bpe",
-    "smaug-bpe",
-    "falcon3",
-    "dbrx",
-    "lfm2",
-];
-const QWEN2_NAMES: &[&str] = &["qwen2", "deepseek-r1-qwen", "megrez"];
+/// The tokenizer families wick builds, by `tokenizer.ggml.model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `llama`: SentencePiece-style.
+    Spm,
+    /// `gpt2`: byte-level BPE.
+    Bpe,
+    /// `gemma4`: BPE over raw UTF-8.
+    Gemma4,
+    /// `bert`: WordPiece.
+    WordPiece,
+}
 
-const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+fn kind(file: &GgufFile) -> Result<Kind> {
+    let model = file.get_str("tokenizer.ggml.model")?;
+    Ok(match model {
+        "llama" => Kind::Spm,
+        "gpt2" => Kind::Bpe,
+        "gemma4" => Kind::Gemma4,
+        "bert" => Kind::WordPiece,
+        other => {
+            let what = match other {
+                "t5" => " (Unigram, as T5 uses)",
+                "rwkv" => " (RWKV's trie tokenizer)",
+                _ => "",
+            };
+            return Err(Error::Unsupported(format!(
+                "{}: tokenizer.ggml.model `{}`{what} is not a tokenizer type wick can build \
+                 (supported: llama (SentencePiece), gpt2 (byte-level BPE), gemma4, bert (WordPiece))",
+                file.path().display(),
+                printable(other)
+            )));
+        }
+    })
+}
 
-/// Special token ids and flags from the metadata (each id only when the file sets it).
+/// The token list and types of a file, with the file for error messages.
+struct Vocab<'a> {
+    file: &'a GgufFile,
+    tokens: Vec<&'a str>,
+    types: Vec<i64>,
+}
+
+impl<'a> Vocab<'a> {
+    fn read(file: &'a GgufFile) -> Result<Self> {
+        let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
+        let types = match file.opt("tokenizer.ggml.token_type", GgufFile::get_int_array)? {
+            Some(types) => types,
+            None => vec![NORMAL; tokens.len()],
+        };
+        let vocab = Self {
+            file,
+            tokens,
+            types,
+        };
+        if vocab.types.len() != vocab.tokens.len() {
+            return Err(vocab.load_err(format!(
+                "tokenizer.ggml.token_type has {} entries for {} tokens",
+                vocab.types.len(),
+                vocab.tokens.len()
+            )));
+        }
+        Ok(vocab)
+    }
+
+    /// Messages may quote tokens from the file: their control characters are escaped.
+    fn load_err(&self, message: String) -> Error {
+        Error::TokenizerLoad {
+            path: self.file.path().to_path_buf(),
+            message: printable(&message).into_owned(),
+        }
+    }
+
+    /// Token text to id; for a text listed twice, the first id (as llama.cpp's lookup).
+    fn token_ids(&self) -> Ids {
+        let mut ids = Ids::with_capacity(self.tokens.len());
+        for (i, t) in self.tokens.iter().enumerate() {
+            ids.entry(t.to_string()).or_insert(i as u32);
+        }
+        ids
+    }
+
+    /// The text of the unknown token, when the file names one in range.
+    fn unk_text(&self) -> Result<Option<&'a str>> {
+        let unk = special_tokens(self.file)?.unk;
+        Ok(unk.and_then(|id| self.tokens.get(id as usize).copied()))
+    }
+}
+
+/// Special token ids and flags, as llama.cpp reads them: the file's keys, else llama.cpp's
+/// defaults for the tokenizer type (SentencePiece: BOS 1, EOS 2, UNK 0; BERT: CLS 101 as BOS,
+/// SEP 102, UNK 100; byte-level BPE: 11 for BOS and EOS). A default past the vocabulary is none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GgufSpecialTokens {
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub unk: Option<u32>,
     pub pad: Option<u32>,
-    /// Whether encoding with special tokens prepends BOS / appends EOS.
+    pub sep: Option<u32>,
+    /// Whether encoding with special tokens prepends BOS / appends EOS / appends SEP.
     pub add_bos: bool,
     pub add_eos: bool,
+    pub add_sep: bool,
 }
 
 pub fn special_tokens(file: &GgufFile) -> Result<GgufSpecialTokens> {
-    let id = |key: &str| file.opt(key, GgufFile::get_u32);
-    let flag = |key: &str| Ok::<_, Error>(file.opt(key, GgufFile::get_bool)?.unwrap_or(false));
-    Ok(GgufSpecialTokens {
-        bos: id("tokenizer.ggml.bos_token_id")?,
-        eos: id("tokenizer.ggml.eos_token_id")?,
-        unk: id("tokenizer.ggml.unknown_token_id")?,
-        pad: id("tokenizer.ggml.padding_token_id")?,
-        add_bos: flag("tokenizer.ggml.add_bos_token")?,
-        add_eos: flag("tokenizer.ggml.add_eos_token")?,
-    })
+    let kind = kind(file)?;
+    let n_tokens = file.get_array("tokenizer.ggml.tokens")?.len();
+    let pre = file.opt("tokenizer.ggml.pre", GgufFile::get_str)?;
+    // (bos, eos, unk, sep, pad, add_bos, add_eos, add_sep) by llama.cpp's type defaults.
+    let (bos, eos, unk, sep, pad, add_bos, add_eos, add_sep) = match kind {
+        Kind::Spm => (Some(1), Some(2), Some(0), None, None, true, false, false),
+        Kind::WordPiece => (
+            Some(101),
+            None,
+            Some(100),
+            Some(102),
+            Some(0),
+            true,
+            false,
+            true,
+        ),
+        Kind::Bpe => {
+            let add_bos = bpe::default_add_bos(pre.unwrap_or("default"));
+            (Some(11), Some(11), None, None, None, add_bos, false, false)
+        }
+        Kind::Gemma4 => (None, None, None, None, None, true, false, false),
+    };
+    // A default past the vocabulary is dropped; an id from the file past it keeps the default
+    // (llama.cpp warns and does the same).
+    let id = |key: &str, default: Option<u32>| -> Result<Option<u32>> {
+        let default = default.filter(|&d| (d as usize) < n_tokens);
+        Ok(match file.opt(key, GgufFile::get_u32)? {
+            Some(id) if (id as usize) < n_tokens => Some(id),
+            _ => default,
+        })
+    };
+    let flag = |key: &str, default: bool| -> Result<bool> {
+        Ok(file.opt(key, GgufFile::get_bool)?.unwrap_or(default))
+    };
+    let mut special = GgufSpecialTokens {
+        bos: id("tokenizer.ggml.bos_token_id", bos)?,
+        eos: id("tokenizer.ggml.eos_token_id", eos)?,
+        unk: id("tokenizer.ggml.unknown_token_id", unk)?,
+        pad: id("tokenizer.ggml.padding_token_id", pad)?,
+        sep: id("tokenizer.ggml.seperator_token_id", sep)?,
+        add_bos: flag("tokenizer.ggml.add_bos_token", add_bos)?,
+        add_eos: flag("tokenizer.ggml.add_eos_token", add_eos)?,
+        add_sep: flag("tokenizer.ggml.add_sep_token", add_sep)?,
+    };
+    match kind {
+        // llama.cpp's WordPiece always frames the text as [CLS] ... [SEP] (and adds no EOS).
+        Kind::WordPiece => {
+            special.add_bos = true;
+            special.add_sep = true;
+            special.add_eos = false;
+        }
+        // ... and always adds BOS for Gemma 4.
+        Kind::Gemma4 => special.add_bos = true,
+        // Only WordPiece appends SEP.
+        Kind::Spm | Kind::Bpe => special.add_sep = false,
+    }
+    Ok(special)
 }
 
 pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
-    // Messages may quote tokens from the file: escape their control characters.
-    let load_err = |message: String| Error::TokenizerLoad {
-        path: file.path().to_path_buf(),
-        message: printable(&message).into_owned(),
+    let kind = kind(file)?;
+    let vocab = Vocab::read(file)?;
+    let mut tokenizer = match kind {
+        Kind::Spm => spm::sentencepiece(&vocab)?,
+        Kind::Bpe => bpe::byte_level(&vocab)?,
+        Kind::Gemma4 => bpe::gemma4(&vocab)?,
+        Kind::WordPiece => wordpiece::wordpiece(&vocab)?,
     };
-    let model = file.get_str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        return Err(Error::Unsupported(format!(
-            "{}: tokenizer.ggml.model `{}` (only byte-level BPE, `gpt2`, is supported)",
-            file.path().display(),
-            printable(model)
-        )));
-    }
-    let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
-    let merges = file
-        .get_str_array("tokenizer.ggml.merges")?
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| load_err(format!("merge {i} `{m}` is not two tokens")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let vocab: Vocab = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), i as u32))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| load_err(e.to_string()))?;
-    let mut tokenizer = Tokenizer::new(bpe);
-
-    let pre = file
-        .opt("tokenizer.ggml.pre", GgufFile::get_str)?
-        .unwrap_or("default");
-    let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "{}: tokenizer.ggml.pre `{}` is not a pre-tokenizer wick knows (known: {})",
-            file.path().display(),
-            printable(pre),
-            [GPT2_NAMES, DIGITS_NAMES, LLAMA3_NAMES, QWEN2_NAMES]
-                .concat()
-                .join(", ")
-        ))
-    })?;
-    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
-    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
-
-    // Control tokens are matched whole in the input and can be skipped when decoding;
-    // user-defined ones are matched whole but are ordinary text.
-    if file.has("tokenizer.ggml.token_type") {
-        let types = file.get_int_array("tokenizer.ggml.token_type")?;
-        if types.len() != tokens.len() {
-            return Err(load_err(format!(
-                "tokenizer.ggml.token_type has {} entries for {} tokens",
-                types.len(),
-                tokens.len()
-            )));
-        }
-        let added = |kind: i64, special: bool| -> Vec<AddedToken> {
-            tokens
-                .iter()
-                .zip(&types)
-                .filter(|(_, t)| **t == kind)
-                .map(|(tok, _)| AddedToken::from(tok.to_string(), special).normalized(false))
-                .collect()
-        };
-        tokenizer
-            .add_special_tokens(added(CONTROL, true))
-            .map_err(|e| load_err(e.to_string()))?;
-        tokenizer
-            .add_tokens(added(USER_DEFINED, false))
-            .map_err(|e| load_err(e.to_string()))?;
-    }
-
+    add_tokens(&mut tokenizer, &vocab)?;
     let special = special_tokens(file)?;
-    if let Some(post) = post_processor(&tokens, &special).map_err(load_err)? {
+    if let Some(post) = post_processor(&tokenizer, &special).map_err(|e| vocab.load_err(e))? {
         tokenizer.with_post_processor(Some(post));
     }
     Ok(tokenizer)
 }
 
-/// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre = name`.
-fn pre_tokenizer(name: &str) -> Option<PreTokenizerWrapper> {
-    let split = |regex: &str| -> Option<PreTokenizerWrapper> {
-        let split = Split::new(
-            SplitPattern::Regex(regex.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .ok()?;
-        Some(
-            Sequence::new(vec![
-                split.into(),
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into(),
-        )
-    };
-    if GPT2_NAMES.contains(&name) {
-        Some(ByteLevel::new(false, true, true).into())
-    } else if DIGITS_NAMES.contains(&name) {
-        Some(
-            Sequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ])
-            .into(),
-        )
-    } else if LLAMA3_NAMES.contains(&name) {
-        split(LLAMA3_SPLIT)
-    } else if QWEN2_NAMES.contains(&name) {
-        split(QWEN2_SPLIT)
-    } else {
-        None
+/// Control and unknown-type tokens are matched whole in the input and can be skipped when
+/// decoding; user-defined ones are matched whole but are ordinary text (llama.cpp's
+/// `tokenizer_st_partition`). Strip flags follow llama.cpp's per-model rules.
+fn add_tokens(tokenizer: &mut Tokenizer, vocab: &Vocab) -> Result<()> {
+    let name = vocab
+        .file
+        .opt("general.name", GgufFile::get_str)?
+        .unwrap_or("")
+        .to_lowercase();
+    let phi3 = name.contains("phi-3") || name.contains("phi3");
+    let modern_bert = name.contains("modern-bert");
+    let mut special = Vec::new();
+    let mut plain = Vec::new();
+    for (token, &ty) in vocab.tokens.iter().zip(&vocab.types) {
+        let is_special = matches!(ty, CONTROL | UNKNOWN);
+        if !is_special && ty != USER_DEFINED {
+            continue;
+        }
+        let mut added = AddedToken::from(token.to_string(), is_special).normalized(false);
+        // Phi-3: the special tokens, `</s>` among them, swallow the whitespace after them,
+        // except `<unk>`, `<s>` and `<|endoftext|>`.
+        if phi3 && !matches!(*token, "<unk>" | "<s>" | "<|endoftext|>") {
+            added = added.rstrip(true);
+        }
+        if modern_bert && *token == "[MASK]" {
+            added = added.lstrip(true);
+        }
+        if is_special {
+            special.push(added);
+        } else {
+            plain.push(added);
+        }
     }
+    tokenizer
+        .add_special_tokens(special)
+        .map_err(|e| vocab.load_err(e.to_string()))?;
+    tokenizer
+        .add_tokens(plain)
+        .map_err(|e| vocab.load_err(e.to_string()))?;
+    Ok(())
 }
 
-/// BOS/EOS around each sequence when the file asks for them.
+/// BOS/EOS (BERT: CLS/SEP) around each sequence when the file asks for them.
 fn post_processor(
-    tokens: &[&str],
+    tokenizer: &Tokenizer,
     special: &GgufSpecialTokens,
 ) -> std::result::Result<Option<TemplateProcessing>, String> {
     let mut before = Vec::new();
@@ -216,11 +278,13 @@ fn post_processor(
         let id = id.ok_or(format!(
             "add_{what}_token is set but {what}_token_id is not"
         ))?;
-        let token = tokens
-            .get(id as usize)
-            .ok_or(format!("{what}_token_id {id} is past the vocabulary"))?;
-        side.push(token.to_string());
-        specials.push((token.to_string(), id));
+        push_token(tokenizer, id, what, side, &mut specials)?;
+    }
+    if special.add_sep {
+        let id = special
+            .sep
+            .ok_or("a WordPiece vocabulary needs seperator_token_id")?;
+        push_token(tokenizer, id, "sep", &mut after, &mut specials)?;
     }
     if specials.is_empty() {
         return Ok(None);
@@ -243,15 +307,31 @@ fn post_processor(
         .map_err(|e| e.to_string())
 }
 
+fn push_token(
+    tokenizer: &Tokenizer,
+    id: u32,
+    what: &str,
+    side: &mut Vec<String>,
+    specials: &mut Vec<(String, u32)>,
+) -> std::result::Result<(), String> {
+    let token = tokenizer
+        .id_to_token(id)
+        .ok_or(format!("{what}_token_id {id} is past the vocabulary"))?;
+    side.push(token.clone());
+    specials.push((token, id));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::bpe::pre_tokenizer;
     use tokenizers::tokenizer::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer};
 
     fn splits(pre: &str, input: &str) -> Vec<String> {
         let mut s = PreTokenizedString::from(input);
         pre_tokenizer(pre)
             .expect("known")
+            .expect("builds")
             .pre_tokenize(&mut s)
             .expect("pre-tokenize");
         s.get_splits(OffsetReferential::Original, OffsetType::Byte)
@@ -264,9 +344,15 @@ mod tests {
     fn digit_split_and_grouping_follow_llama_cpp() {
         // smollm: every digit alone, and whitespace before digits stays one piece.
         assert_eq!(splits("smollm", "a  123"), ["a", "ĠĠ", "1", "2", "3"]);
-        assert_eq!(splits("gpt2", "a  123"), ["a", "Ġ", "Ġ123"]);
-        assert_eq!(splits("llama3", "x 12345"), ["x", "Ġ", "123", "45"]);
+        assert_eq!(splits("gpt-2", "a  123"), ["a", "Ġ", "Ġ123"]);
+        assert_eq!(splits("llama-bpe", "x 12345"), ["x", "Ġ", "123", "45"]);
         assert_eq!(splits("qwen2", "x 12"), ["x", "Ġ", "1", "2"]);
+        // qwen35 keeps a combining mark inside its word; for qwen2 it is not a letter, so it
+        // starts the next word as a prefix character.
+        assert_eq!(splits("qwen35", "e\u{301}x"), ["eÌģx"]);
+        assert_eq!(splits("qwen2", "e\u{301}x"), ["e", "Ìģx"]);
         assert!(pre_tokenizer("no-such-pre").is_none());
+        // `gpt2` is not a name llama.cpp knows (it spells it `gpt-2`).
+        assert!(pre_tokenizer("gpt2").is_none());
     }
 }

@@ -100,3 +100,55 @@ pub fn encode_all(tokenizer: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<u32>>
         .map(|e| e.get_ids().to_vec())
         .collect())
 }
+
+/// The tokenizer of a model: built from the metadata of a GGUF file, else the model's
+/// `tokenizer.json` (a local directory or a hub repository) without the padding and truncation
+/// it may carry, so that a text gives all of its tokens and nothing else.
+pub fn model_tokenizer(files: &crate::io::ModelFiles) -> Result<Tokenizer> {
+    match files {
+        crate::io::ModelFiles::File(path) if crate::io::gguf::is_gguf(path) => {
+            let file = crate::io::gguf::GgufFile::open(path)?;
+            crate::io::gguf_tokenizer::tokenizer_from_gguf(&file)
+        }
+        crate::io::ModelFiles::File(path) => Err(Error::Unsupported(format!(
+            "{}: a single-file model must be a .gguf; give a directory for a tokenizer.json",
+            path.display()
+        ))),
+        _ => {
+            let path = files.require("tokenizer.json")?;
+            let mut tokenizer = read_tokenizer(&path)?;
+            tokenizer.with_padding(None);
+            tokenizer
+                .with_truncation(None)
+                .map_err(|e| Error::TokenizerLoad {
+                    path,
+                    message: e.to_string(),
+                })?;
+            Ok(tokenizer)
+        }
+    }
+}
+
+/// Token ids of `text` as given (no trimming); `add_special` adds what the tokenizer's post
+/// processor adds (BOS, EOS, CLS/SEP, as the model says). Special-token text in `text` is
+/// matched as the special token, as llama.cpp's `llama-tokenize` does by default.
+pub fn encode_text(tokenizer: &Tokenizer, text: &str, add_special: bool) -> Result<Vec<u32>> {
+    Ok(tokenizer
+        .encode_fast(text, add_special)
+        .map_err(|e| Error::Tokenize(e.to_string()))?
+        .get_ids()
+        .to_vec())
+}
+
+/// The text of `ids`, special tokens included; an id past the vocabulary is an error naming it.
+pub fn decode_ids(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String> {
+    let size = tokenizer.get_vocab_size(true);
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= size) {
+        return Err(Error::Tokenize(format!(
+            "token id {bad} is past the vocabulary ({size} tokens)"
+        )));
+    }
+    tokenizer
+        .decode(ids, false)
+        .map_err(|e| Error::Tokenize(e.to_string()))
+}
