@@ -9,11 +9,10 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::io::json::read_json;
-use crate::models::llama::PROJECTIONS;
 
 /// PEFT's `target_modules`: module names matched as a whole name or a dotted suffix of a
 /// module path (`q_proj`, `self_attn.q_proj`), or the string `all-linear` (every projection of
-/// every decoder layer; never the LM head).
+/// every decoder layer, whatever the model family names them; never the LM head).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TargetModules {
@@ -243,12 +242,13 @@ impl LoraConfig {
         Ok(())
     }
 
-    /// The target names to match, `all-linear` expanded to every projection.
-    pub fn target_names(&self) -> Vec<String> {
+    /// The target names to match; None for `all-linear`, which `lora::apply` resolves to every
+    /// projection the model has (so it follows each family's own projections, fused or not).
+    pub fn target_names(&self) -> Option<Vec<String>> {
         match &self.target_modules {
-            None => vec!["q_proj".into(), "v_proj".into()],
-            Some(TargetModules::One(_)) => PROJECTIONS.iter().map(|p| p.to_string()).collect(),
-            Some(TargetModules::List(l)) => l.clone(),
+            None => Some(vec!["q_proj".into(), "v_proj".into()]),
+            Some(TargetModules::One(_)) => None,
+            Some(TargetModules::List(l)) => Some(l.clone()),
         }
     }
 }
@@ -277,7 +277,16 @@ mod tests {
         let cfg: LoraConfig =
             serde_json::from_str(json).map_err(|e| Error::bad_config("inline", e.to_string()))?;
         cfg.validate()?;
-        assert_eq!(cfg.target_names(), ["v_proj", "q_proj"]);
+        assert_eq!(
+            cfg.target_names(),
+            Some(vec!["v_proj".into(), "q_proj".into()])
+        );
+        let all = LoraConfig::new(4, 8.0, TargetModules::from_names(&["all-linear"]));
+        assert_eq!(
+            all.target_names(),
+            None,
+            "resolved against the model, not a fixed list"
+        );
         assert!((cfg.scaling() - 4.0).abs() < 1e-12); // 8 / √4
         Ok(())
     }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::lora::config::LoraConfig;
-use crate::models::llama::{LlamaModel, PROJECTIONS};
+use crate::models::llama::LlamaModel;
 use crate::nn::linear::{LoraAdapter, LoraMode};
 
 /// One adapted module: its path (`model.layers.0.self_attn.q_proj`) and its A (r, in) and
@@ -113,27 +113,45 @@ fn matches(path: &str, target: &str) -> bool {
             .is_some_and(|head| head.ends_with('.'))
 }
 
+/// The short names of a model's projections (`q_proj`, ..., or a family's fused `qkv_proj`), in
+/// model order, each once.
+pub(crate) fn projection_names<T>(projections: &[(String, T)]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for (path, _) in projections {
+        let name = path.rsplit('.').next().unwrap_or(path);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// The modules `cfg` targets, each checked: every target name matches some module, the rank
 /// fits every targeted layer, and no targeted layer already carries an adapter. Nothing is
 /// changed on error.
 pub(crate) fn plan(model: &LlamaModel, cfg: &LoraConfig) -> Result<Vec<Planned>> {
     cfg.validate()?;
     let projections = model.projections();
+    // None: all-linear, every projection the model has.
     let targets = cfg.target_names();
-    for t in &targets {
+    for t in targets.iter().flatten() {
         if !projections.iter().any(|(path, _)| matches(path, t)) {
             return Err(Error::InvalidArgument {
                 name: "target_modules",
                 message: format!(
                     "`{t}` matches no module of this model (its LoRA targets: {}, or all-linear)",
-                    PROJECTIONS.join(", ")
+                    projection_names(&projections).join(", ")
                 ),
             });
         }
     }
     let mut planned = Vec::new();
     for (index, (path, linear)) in projections.iter().enumerate() {
-        if !targets.iter().any(|t| matches(path, t)) {
+        let targeted = match &targets {
+            None => true,
+            Some(names) => names.iter().any(|t| matches(path, t)),
+        };
+        if !targeted {
             continue;
         }
         let (out_dim, in_dim) = linear.dims()?;

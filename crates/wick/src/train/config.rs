@@ -1,4 +1,30 @@
-//! The trainer's settings.
+//! The trainer's settings and the defaults of a run that names none.
+//!
+//! The defaults are chosen so that a first run on a small data set (a few hundred short chat
+//! examples) learns it, as the tools people know do:
+//!
+//! - [`DEFAULT_EPOCHS`] = 3: transformers' `Trainer` and TRL's `SFTTrainer`
+//!   (`num_train_epochs = 3`). One pass over 150 examples is about 40 steps of 4, too few for a
+//!   model to take in facts it has never seen.
+//! - [`DEFAULT_LORA_TARGETS`] = `all-linear`: every linear projection of every decoder layer
+//!   (never the LM head), resolved against the model's own projections when the adapters are
+//!   attached. QLoRA (Dettmers et al., 2023) found adapters on all linear layers necessary to
+//!   match full fine-tuning; PEFT spells it `target_modules="all-linear"`, and mlx-lm's default
+//!   adapts every linear layer of the blocks it tunes. Adapting only q/v (PEFT's default for
+//!   Llama) leaves the MLP, where most facts live, untouched.
+//! - [`DEFAULT_LORA_R`] = 16, [`DEFAULT_LORA_ALPHA`] = 32 (scale alpha/r = 2): the rank and the
+//!   alpha = 2r rule of thumb of Unsloth's and Hugging Face's LoRA guides; mlx-lm uses rank 8.
+//! - [`DEFAULT_LR`] = 2e-4, cosine decay, no warmup: the LoRA learning rate of QLoRA (7B/13B),
+//!   TRL's PEFT examples and Unsloth. mlx-lm's 1e-5 goes with its adapter scale of 20 (ours is
+//!   2): the step an adapter update makes in the weights is about lr × scale, 2e-4 against
+//!   4e-4 here. TRL's full fine-tuning default (2e-5) is too low for LoRA.
+//! - [`DEFAULT_LORA_DROPOUT`] = 0 (PEFT's, mlx-lm's and Unsloth's default); batch 4 (mlx-lm's
+//!   default), gradient clipping at norm 1 (transformers'), no weight decay (TRL's).
+//!
+//! On 150 short made-up facts (SmolLM2-135M, crates/wick-cli/tests/cli_train_defaults.rs)
+//! these defaults bring the validation loss of held-out paraphrases from 2.09 to 0.015, and the
+//! tuned model states the facts; the old defaults (1 epoch, rank 8 on q/v) ended at 1.70 and
+//! did not.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,13 +60,33 @@ pub struct TrainConfig {
     pub max_nonfinite: usize,
 }
 
+/// Passes over the training data.
+pub const DEFAULT_EPOCHS: usize = 3;
+/// Peak learning rate.
+pub const DEFAULT_LR: f64 = 2e-4;
+/// Examples per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 4;
+/// Longest example in tokens (longer ones are truncated unless skipped).
+pub const DEFAULT_MAX_LENGTH: usize = 1024;
+/// LoRA rank.
+pub const DEFAULT_LORA_R: usize = 16;
+/// LoRA alpha (the adapter's output is scaled by alpha / r).
+pub const DEFAULT_LORA_ALPHA: f64 = 32.0;
+pub const DEFAULT_LORA_DROPOUT: f64 = 0.0;
+/// The modules to adapt: every linear projection of the model's decoder layers.
+pub const DEFAULT_LORA_TARGETS: &str = "all-linear";
+/// Validation interval in steps when there is validation data.
+pub const DEFAULT_EVAL_EVERY: usize = 50;
+/// Checkpoint interval in steps.
+pub const DEFAULT_SAVE_EVERY: usize = 100;
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            lr: 2e-4,
+            lr: DEFAULT_LR,
             schedule: ScheduleKind::Cosine,
             warmup_steps: 0,
-            epochs: 1,
+            epochs: DEFAULT_EPOCHS,
             max_steps: None,
             grad_accum: 1,
             max_grad_norm: Some(1.0),
