@@ -29,6 +29,7 @@ impl Canvas {
         }
     }
 
+    #[cfg(test)]
     pub fn get(&self, x: usize, y: usize) -> Rgb {
         let i = (y * self.width + x) * 3;
         [self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]

@@ -54,6 +54,20 @@ pub(crate) struct Drawn {
     /// The legend's box (corners) and each entry's label with the top-left of its swatch.
     pub legend: Option<((i64, i64), (i64, i64))>,
     pub entries: Vec<(&'static str, (i64, i64))>,
+    /// Every text drawn: its top-left corner, the text, and whether it reads upwards.
+    pub texts: Vec<((i64, i64), String, bool)>,
+}
+
+impl Drawn {
+    /// Draws `text` at `at` (reading upwards when `up`) and records it.
+    fn text(&mut self, c: &mut Canvas, at: (i64, i64), text: &str, up: bool) {
+        if up {
+            c.text_up(at, text, SCALE, INK);
+        } else {
+            c.text(at, text, SCALE, INK);
+        }
+        self.texts.push((at, text.to_string(), up));
+    }
 }
 
 /// Draws the curves (each a list of (step, loss); non-finite losses are left out) under
@@ -76,13 +90,6 @@ pub(crate) fn draw(title: &str, train: &[(usize, f64)], valid: &[(usize, f64)]) 
     let a = AREA;
     let title = fit(title, WIDTH - 20);
     let title_at = ((WIDTH - text_width(&title, SCALE)) as i64 / 2, 12);
-    c.text(title_at, &title, SCALE, INK);
-    let y_title = "loss";
-    let mid = (a.top + a.bottom) / 2 - text_width(y_title, SCALE) as i64 / 2;
-    c.text_up((12, mid), y_title, SCALE, INK);
-    let x_title = "step";
-    let centre = (a.left + a.right) / 2 - text_width(x_title, SCALE) as i64 / 2;
-    c.text((centre, a.bottom + 36), x_title, SCALE, INK);
 
     let finite = |curve: &[(usize, f64)]| -> Vec<(usize, f64)> {
         curve
@@ -99,14 +106,22 @@ pub(crate) fn draw(title: &str, train: &[(usize, f64)], valid: &[(usize, f64)]) 
         y_ticks: Vec::new(),
         legend: None,
         entries: Vec::new(),
+        texts: Vec::new(),
     };
+    drawn.text(&mut c, title_at, &title, false);
+    let y_title = "loss";
+    let mid = (a.top + a.bottom) / 2 - text_width(y_title, SCALE) as i64 / 2;
+    drawn.text(&mut c, (12, mid), y_title, true);
+    let x_title = "step";
+    let centre = (a.left + a.right) / 2 - text_width(x_title, SCALE) as i64 / 2;
+    drawn.text(&mut c, (centre, a.bottom + 36), x_title, false);
     if all().next().is_none() {
         let msg = "no finite loss to plot";
         let at = (
             (a.left + a.right) / 2 - text_width(msg, SCALE) as i64 / 2,
             (a.top + a.bottom) / 2,
         );
-        c.text(at, msg, SCALE, INK);
+        drawn.text(&mut c, at, msg, false);
         axes(&mut c);
         return (c, drawn);
     }
@@ -127,7 +142,7 @@ pub(crate) fn draw(title: &str, train: &[(usize, f64)], valid: &[(usize, f64)]) 
         c.line((x, a.top), (x, a.bottom), 0, GRID);
         c.line((x, a.bottom), (x, a.bottom + 5), 0, AXES);
         let w = text_width(&label, SCALE) as i64;
-        c.text((x - w / 2, a.bottom + 10), &label, SCALE, INK);
+        drawn.text(&mut c, (x - w / 2, a.bottom + 10), &label, false);
         drawn.x_ticks.push((v, label));
     }
     let (y_ticks, y_step) = nice_ticks(y_lo, y_hi, TICKS, false);
@@ -136,7 +151,7 @@ pub(crate) fn draw(title: &str, train: &[(usize, f64)], valid: &[(usize, f64)]) 
         c.line((a.left, y), (a.right, y), 0, GRID);
         c.line((a.left - 5, y), (a.left, y), 0, AXES);
         let (w, h) = (text_width(&label, SCALE) as i64, text_height(SCALE) as i64);
-        c.text((a.left - 10 - w, y - h / 2), &label, SCALE, INK);
+        drawn.text(&mut c, (a.left - 10 - w, y - h / 2), &label, false);
         drawn.y_ticks.push((v, label));
     }
     axes(&mut c);
@@ -190,7 +205,7 @@ fn legend(c: &mut Canvas, drawn: &mut Drawn, train: bool, valid: bool) {
         if marks {
             c.dot(x0 + pad + swatch / 2, y, 3, rgb);
         }
-        c.text((x0 + pad * 2 + swatch, top), name, SCALE, INK);
+        drawn.text(c, (x0 + pad * 2 + swatch, top), name, false);
         drawn.entries.push((name, (x0 + pad, y)));
     }
     drawn.legend = Some(((x0, y0), (x0 + w, y0 + h)));

@@ -151,13 +151,9 @@ fn a_long_title_is_cut_to_the_width() {
     let _ = c;
 }
 
-#[test]
-fn the_png_decodes_to_the_canvas() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let path = dir.path().join("loss.png");
-    let (train, valid) = (curve(&[(1, 2.0), (2, 1.5)]), curve(&[(2, 1.7)]));
-    write_loss_png(&path, "model", &train, &valid).unwrap_or_else(|e| panic!("{e}"));
-    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+/// The decoded RGB pixels of the PNG at `path`, checked to be `WIDTH` × `HEIGHT` 8-bit RGB.
+fn decode(path: &std::path::Path) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{e}"));
     let mut reader = ::png::Decoder::new(std::io::BufReader::new(file))
         .read_info()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -168,9 +164,83 @@ fn the_png_decodes_to_the_canvas() {
     assert_eq!((info.width, info.height), (WIDTH as u32, HEIGHT as u32));
     assert_eq!(info.color_type, ::png::ColorType::Rgb);
     assert_eq!(info.bit_depth, ::png::BitDepth::Eight);
-    let (c, _) = draw("model", &train, &valid);
-    assert!(
-        buf[..info.buffer_size()] == c.pixels[..],
-        "decoded pixels differ"
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+/// The font pixels of `text` drawn at `at` that the decoded image gets wrong: a lit pixel not in
+/// ink, or an unlit one inside a glyph not white.
+fn misread(rgb: &[u8], at: (i64, i64), text: &str, up: bool) -> Vec<(i64, i64)> {
+    use super::font::{lit, ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH};
+    let len = text_width(text, SCALE) as i64;
+    let mut wrong = Vec::new();
+    for (i, ch) in text.chars().enumerate() {
+        for row in 0..GLYPH_HEIGHT * SCALE {
+            for col in 0..GLYPH_WIDTH * SCALE {
+                let (u, v) = ((i * ADVANCE * SCALE + col) as i64, row as i64);
+                let (x, y) = if up {
+                    (at.0 + v, at.1 + len - 1 - u)
+                } else {
+                    (at.0 + u, at.1 + v)
+                };
+                let k = (y as usize * WIDTH + x as usize) * 3;
+                let want = if lit(ch, col / SCALE, row / SCALE) {
+                    INK
+                } else {
+                    [255, 255, 255]
+                };
+                if rgb[k..k + 3] != want {
+                    wrong.push((x, y));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn the_png_decodes_to_the_canvas_with_every_text_where_it_was_drawn() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("loss.png");
+    let title = "LoRA loss: SmolLM2-135M-Instruct";
+    let (train, valid) = (
+        curve(&[(1, 2.0), (2, 1.5), (3, 1.2), (4, 0.9)]),
+        curve(&[(0, 2.1), (4, 1.0)]),
     );
+    write_loss_png(&path, title, &train, &valid).unwrap_or_else(|e| panic!("{e}"));
+    let rgb = decode(&path);
+    let (c, d) = draw(title, &train, &valid);
+    assert!(rgb == c.pixels, "decoded pixels differ from the canvas");
+
+    let texts: Vec<&str> = d.texts.iter().map(|t| t.1.as_str()).collect();
+    for want in [title, "step", "loss", "train", "validation", "0", "4", "1.0", "2.0"] {
+        assert!(texts.contains(&want), "{want:?} not drawn: {texts:?}");
+    }
+    for (at, text, up) in &d.texts {
+        let wrong = misread(&rgb, *at, text, *up);
+        assert!(
+            wrong.is_empty(),
+            "{text:?} at {at:?}: {} of its pixels wrong, first at {:?}",
+            wrong.len(),
+            wrong.first()
+        );
+    }
+    // Where each part is: the title centred on top, the axis titles outside the plot area
+    // (step under it, loss left of it and upright), the legend labels inside its box.
+    let find = |t: &str| {
+        d.texts
+            .iter()
+            .find(|x| x.1 == t)
+            .unwrap_or_else(|| panic!("{t}"))
+    };
+    assert!(find(title).0 .1 < AREA.top);
+    assert!(find("step").0 .1 > AREA.bottom && !find("step").2);
+    assert!(find("loss").0 .0 < AREA.left && find("loss").2);
+    let ((x0, y0), (x1, y1)) = d.legend.unwrap_or_else(|| panic!("a legend"));
+    for name in ["train", "validation"] {
+        let (x, y) = find(name).0;
+        assert!(x > x0 && x < x1 && y > y0 && y < y1, "{name} in the legend");
+    }
+    // The check can fail: text the image does not show is misread.
+    assert!(!misread(&rgb, find("step").0, "stop", false).is_empty());
 }
