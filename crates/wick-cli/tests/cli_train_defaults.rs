@@ -153,7 +153,7 @@ fn default_settings_learn_made_up_facts_on_smollm2() {
         "epochs      3\n",
         // 32 examples in batches of 4, three times.
         "steps       24\n",
-        "2e-4 peak, cosine decay",
+        "0.001 peak, cosine decay",
         "rank 16, alpha 32 (scale 2), dropout 0",
         "all-linear -> down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj (210 modules",
     ] {
@@ -185,7 +185,11 @@ fn default_settings_learn_made_up_facts_on_smollm2() {
             learned.push(*fact);
         }
     }
-    println!("{} of {} facts stated: {learned:?}", learned.len(), FACTS.len());
+    println!(
+        "{} of {} facts stated: {learned:?}",
+        learned.len(),
+        FACTS.len()
+    );
     assert!(
         learned.len() * 2 >= FACTS.len(),
         "most facts learned: {learned:?}"
@@ -203,7 +207,10 @@ fn default_settings_learn_made_up_facts_on_smollm2() {
     };
     let ink = [30, 30, 30];
     assert!(count(ink, 12..26) > 300, "a title along the top");
-    assert!(count(ink, 426..470) > 150, "tick values and `step` under the plot");
+    assert!(
+        count(ink, 426..470) > 150,
+        "tick values and `step` under the plot"
+    );
     assert!(count([31, 119, 180], 0..h) > 100, "the training curve");
     assert!(count([255, 127, 14], 0..h) > 50, "the validation curve");
     if let Ok(keep) = std::env::var("WICK_KEEP_LOSS_PNG") {

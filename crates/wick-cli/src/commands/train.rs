@@ -115,7 +115,7 @@ pub struct TrainArgs {
     /// Optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Peak learning rate [default: 2e-4].
+    /// Peak learning rate [default: 1e-3].
     #[arg(long)]
     pub lr: Option<f64>,
     /// cosine, linear or constant (each after linear warmup) [default: cosine].
@@ -289,6 +289,10 @@ fn read_toml(path: &Path) -> Result<TrainArgs> {
     })
 }
 
+/// What LoRA targets resolved to in a model: the adapted projections' names, and how many
+/// modules carry an adapter.
+pub type Adapted = (Vec<String>, usize);
+
 /// Wraps the loaded base model in fresh LoRA adapters (A from `lora.seed`, B zero) as a
 /// [`TrainableModel`], with what the targets resolved to in this model (the adapted
 /// projections' names and the number of modules). On resume the trainer then loads the
@@ -296,7 +300,7 @@ fn read_toml(path: &Path) -> Result<TrainArgs> {
 pub fn build_trainable(
     loaded: LoadedLm,
     lora: &LoraArgs,
-) -> Result<(Box<dyn TrainableModel>, (Vec<String>, usize))> {
+) -> Result<(Box<dyn TrainableModel>, Adapted)> {
     let mut config = LoraConfig::new(lora.r, lora.alpha, TargetModules::from_names(&lora.targets));
     config.lora_dropout = lora.dropout;
     config.validate()?;

@@ -213,7 +213,17 @@ fn the_png_decodes_to_the_canvas_with_every_text_where_it_was_drawn() {
     assert!(rgb == c.pixels, "decoded pixels differ from the canvas");
 
     let texts: Vec<&str> = d.texts.iter().map(|t| t.1.as_str()).collect();
-    for want in [title, "step", "loss", "train", "validation", "0", "4", "1.0", "2.0"] {
+    for want in [
+        title,
+        "step",
+        "loss",
+        "train",
+        "validation",
+        "0",
+        "4",
+        "1.0",
+        "2.0",
+    ] {
         assert!(texts.contains(&want), "{want:?} not drawn: {texts:?}");
     }
     for (at, text, up) in &d.texts {
