@@ -49,17 +49,7 @@ impl Settings<'_> {
             format!("{} ({}, on {})", self.model, self.base, self.device),
         ));
         let data = |(path, report, batches): (&Path, &DataReport, usize)| {
-            format!(
-                "{}: {} examples ({} tokens, {} trained) in {batches} batches; {} truncated, {} \
-                 skipped as too long, {} with nothing to train",
-                path.display(),
-                report.examples,
-                report.tokens,
-                report.trained_tokens,
-                report.truncated,
-                report.skipped_long,
-                report.skipped_untrained
-            )
+            format!("{}: {report}; {batches} batches", path.display())
         };
         let n_batches = self.train.2;
         rows.push(("data", data(self.train)));
