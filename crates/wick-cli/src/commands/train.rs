@@ -6,6 +6,7 @@
 //! `--resume OUT` reads back, so a resumed run needs no other flags (see [`run_dir`]).
 
 mod run_dir;
+mod settings;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -20,12 +21,17 @@ use wick::generate::load::{is_gguf, load_causal_lm, LoadedLm};
 use wick::io::ModelFiles;
 use wick::lora::{LoraConfig, LoraLlama, TargetModules};
 use wick::train::checkpoint;
+use wick::train::config::{
+    DEFAULT_BATCH_SIZE, DEFAULT_EVAL_EVERY, DEFAULT_LORA_ALPHA, DEFAULT_LORA_DROPOUT,
+    DEFAULT_LORA_R, DEFAULT_LORA_TARGETS, DEFAULT_MAX_LENGTH, DEFAULT_SAVE_EVERY,
+};
 use wick::train::data::split;
 use wick::train::metrics::{train_losses, valid_losses};
 use wick::train::plot::write_loss_png;
 use wick::train::{
-    length_sorted_batches, read_jsonl_with, tokenize, AdamWParams, Batch, DataOptions, Event,
-    JsonlData, Overflow, ScheduleKind, TokenizeOptions, TrainConfig, TrainableModel, Trainer,
+    length_sorted_batches, read_jsonl_with, tokenize, AdamWParams, Batch, DataOptions, DataReport,
+    Event, JsonlData, Overflow, ScheduleKind, TokenizeOptions, TrainConfig, TrainableModel,
+    Trainer,
 };
 
 use crate::args::parse_seed;
@@ -103,13 +109,13 @@ pub struct TrainArgs {
     /// Batches per optimizer step [default: 1].
     #[arg(long)]
     pub grad_accum: Option<usize>,
-    /// Passes over the data [default: 1].
+    /// Passes over the data [default: 3].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Peak learning rate [default: 2e-4].
+    /// Peak learning rate [default: 1e-3].
     #[arg(long)]
     pub lr: Option<f64>,
     /// cosine, linear or constant (each after linear warmup) [default: cosine].
@@ -148,16 +154,17 @@ pub struct TrainArgs {
     /// Stop after this many steps with a non-finite loss or gradient [default: 10].
     #[arg(long)]
     pub max_nonfinite: Option<usize>,
-    /// LoRA rank [default: 8].
+    /// LoRA rank [default: 16].
     #[arg(long)]
     pub lora_r: Option<usize>,
-    /// LoRA alpha [default: 16].
+    /// LoRA alpha; adapters are scaled by alpha / rank [default: 32].
     #[arg(long)]
     pub lora_alpha: Option<f64>,
     /// LoRA dropout [default: 0].
     #[arg(long)]
     pub lora_dropout: Option<f64>,
-    /// Comma-separated module names to adapt [default: q_proj,v_proj].
+    /// Comma-separated module names to adapt (q_proj,v_proj,...), or all-linear: every linear
+    /// projection of the decoder layers, as the model names them [default: all-linear].
     #[arg(long)]
     pub lora_targets: Option<String>,
 }
@@ -226,10 +233,10 @@ impl TrainArgs {
         let cfg = TrainConfig {
             lr: self.lr.unwrap_or(d.lr),
             schedule,
-            warmup_steps: self.warmup_steps.unwrap_or(0),
-            epochs: self.epochs.unwrap_or(1),
+            warmup_steps: self.warmup_steps.unwrap_or(d.warmup_steps),
+            epochs: self.epochs.unwrap_or(d.epochs),
             max_steps: self.max_steps,
-            grad_accum: self.grad_accum.unwrap_or(1),
+            grad_accum: self.grad_accum.unwrap_or(d.grad_accum),
             // 0 turns clipping off.
             max_grad_norm: self
                 .max_grad_norm
@@ -240,10 +247,10 @@ impl TrainArgs {
                 eps: self.adam_eps.unwrap_or(a.eps),
                 weight_decay: self.weight_decay.unwrap_or(a.weight_decay),
             },
-            seed: self.seed.unwrap_or(0),
+            seed: self.seed.unwrap_or(d.seed),
             shuffle: !self.no_shuffle,
-            eval_every: self.eval_every.or(has_valid.then_some(50)),
-            save_every: Some(self.save_every.unwrap_or(100)),
+            eval_every: self.eval_every.or(has_valid.then_some(DEFAULT_EVAL_EVERY)),
+            save_every: Some(self.save_every.unwrap_or(DEFAULT_SAVE_EVERY)),
             max_nonfinite: self.max_nonfinite.unwrap_or(d.max_nonfinite),
         };
         cfg.validate()?;
@@ -252,13 +259,13 @@ impl TrainArgs {
 
     fn lora(&self) -> LoraArgs {
         LoraArgs {
-            r: self.lora_r.unwrap_or(8),
-            alpha: self.lora_alpha.unwrap_or(16.0),
-            dropout: self.lora_dropout.unwrap_or(0.0),
+            r: self.lora_r.unwrap_or(DEFAULT_LORA_R),
+            alpha: self.lora_alpha.unwrap_or(DEFAULT_LORA_ALPHA),
+            dropout: self.lora_dropout.unwrap_or(DEFAULT_LORA_DROPOUT),
             targets: self
                 .lora_targets
                 .as_deref()
-                .unwrap_or("q_proj,v_proj")
+                .unwrap_or(DEFAULT_LORA_TARGETS)
                 .split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
@@ -282,14 +289,24 @@ fn read_toml(path: &Path) -> Result<TrainArgs> {
     })
 }
 
+/// What LoRA targets resolved to in a model: the adapted projections' names, and how many
+/// modules carry an adapter.
+pub type Adapted = (Vec<String>, usize);
+
 /// Wraps the loaded base model in fresh LoRA adapters (A from `lora.seed`, B zero) as a
-/// [`TrainableModel`]. On resume the trainer then loads the checkpoint's adapter weights.
-pub fn build_trainable(loaded: LoadedLm, lora: &LoraArgs) -> Result<Box<dyn TrainableModel>> {
+/// [`TrainableModel`], with what the targets resolved to in this model (the adapted
+/// projections' names and the number of modules). On resume the trainer then loads the
+/// checkpoint's adapter weights.
+pub fn build_trainable(
+    loaded: LoadedLm,
+    lora: &LoraArgs,
+) -> Result<(Box<dyn TrainableModel>, Adapted)> {
     let mut config = LoraConfig::new(lora.r, lora.alpha, TargetModules::from_names(&lora.targets));
     config.lora_dropout = lora.dropout;
     config.validate()?;
     let model = LoraLlama::new(loaded.model.into_model(), config, lora.seed)?;
-    Ok(Box::new(model))
+    let adapted = (model.params().target_names(), model.params().len());
+    Ok((Box::new(model), adapted))
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -339,7 +356,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let dtype = wick::device::parse_dtype(args.dtype.as_deref().unwrap_or("f32"))?;
     let has_valid = args.valid.is_some() || args.valid_split.is_some_and(|f| f > 0.0);
     let cfg = args.train_config(has_valid)?;
-    let batch_size = args.batch_size.unwrap_or(4);
+    let batch_size = args.batch_size.unwrap_or(DEFAULT_BATCH_SIZE);
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -402,7 +419,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .with_context(|| format!("loading model {}", files.describe()))?;
     let eos = loaded.defaults.eos_token_id.first().copied();
     let opts = TokenizeOptions {
-        max_length: args.max_length.unwrap_or(1024),
+        max_length: args.max_length.unwrap_or(DEFAULT_MAX_LENGTH),
         overflow: if args.skip_long {
             Overflow::Skip
         } else {
@@ -411,32 +428,38 @@ pub fn run(args: TrainArgs) -> Result<()> {
         train_on_all: args.train_on_all,
         eos_token_id: eos,
     };
-    let prepare = |data: &JsonlData| -> Result<Vec<Batch>> {
+    let prepare = |data: &JsonlData| -> Result<(Vec<Batch>, DataReport)> {
         let (examples, report) = tokenize(
             data,
             &loaded.tokenizer,
             loaded.chat_template.as_ref(),
             &opts,
         )?;
-        eprintln!("{}: {report}", data.path.display());
-        Ok(length_sorted_batches(
-            &examples,
-            batch_size,
-            eos.unwrap_or(0),
-        ))
+        let batches = length_sorted_batches(&examples, batch_size, eos.unwrap_or(0));
+        Ok((batches, report))
     };
-    let train = prepare(&train_data)?;
-    let valid = match &valid_data {
-        Some(v) => prepare(v)?,
-        None => Vec::new(),
+    let (train, train_report) = prepare(&train_data)?;
+    let (valid, valid_report) = match &valid_data {
+        Some(v) => {
+            let (batches, report) = prepare(v)?;
+            (batches, Some(report))
+        }
+        None => (Vec::new(), None),
     };
-    if args.quantized_base {
-        eprintln!("base model kept quantized; adapter weights and optimizer state in f32");
-    } else if dtype != DType::F32 {
-        eprintln!("base model in {dtype:?}; adapter weights and optimizer state in f32");
-    }
+    let base = match (args.quantized_base, is_gguf_files(&files)) {
+        (true, _) => "kept quantized, dequantized on use".to_string(),
+        (false, true) => format!("dequantized to {}", dtype.as_str()),
+        (false, false) => format!("in {}", dtype.as_str()),
+    };
+    let (n_train, n_valid) = (train.len(), valid.len());
 
-    let model = build_trainable(loaded, &args.lora())?;
+    let lora = args.lora();
+    let (model, adapted) = build_trainable(loaded, &lora)?;
+    let parameters: usize = model
+        .trainable()
+        .iter()
+        .map(|(_, v)| v.as_tensor().elem_count())
+        .sum();
     if args.overwrite {
         run_dir::clear_run(&out)?;
     }
@@ -451,12 +474,37 @@ pub fn run(args: TrainArgs) -> Result<()> {
             Trainer::new(model.as_ref(), cfg, train, valid)?
         }
     };
+    let state = trainer.state();
+    let block = settings::Settings {
+        model: &files.describe(),
+        base: &base,
+        device: args.device.as_deref().unwrap_or("cpu"),
+        train: (&train_data.path, &train_report, n_train),
+        valid: valid_data
+            .as_ref()
+            .zip(valid_report.as_ref())
+            .map(|(d, r)| (d.path.as_path(), r, n_valid)),
+        batch_size,
+        // On resume the numbers come from the checkpoint.
+        config: &state.config,
+        total_steps: state.total_steps,
+        resumed_at: resume.as_ref().map(|_| state.step),
+        lora: &lora,
+        adapted,
+        parameters,
+        max_length: opts.max_length,
+        skip_long: args.skip_long,
+        train_on_all: args.train_on_all,
+        out: &out,
+    };
+    eprint!("{}", block.render());
     let mut progress = Progress::new(trainer.state().step, trainer.state().total_steps);
     let result = trainer.run(Some(&out), &mut |event| progress.event(event));
     progress.finish();
     let history = &trainer.state().history;
     write_loss_png(
         &out.join("loss.png"),
+        &format!("LoRA loss: {}", model_name(&model_spec)),
         &train_losses(history),
         &valid_losses(history),
     )?;
@@ -545,4 +593,17 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The model as a plot title names it: a local path's last component, a hub id as given.
+fn model_name(spec: &str) -> String {
+    let path = Path::new(spec);
+    match path.file_name() {
+        Some(name) if path.exists() => name.to_string_lossy().into_owned(),
+        _ => spec.to_string(),
+    }
+}
+
+fn is_gguf_files(files: &ModelFiles) -> bool {
+    matches!(files, ModelFiles::File(p) if is_gguf(p))
 }

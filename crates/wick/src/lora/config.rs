@@ -12,7 +12,7 @@ use crate::io::json::read_json;
 
 /// PEFT's `target_modules`: module names matched as a whole name or a dotted suffix of a
 /// module path (`q_proj`, `self_attn.q_proj`), or the string `all-linear` (every projection of
-/// every decoder layer; never the LM head).
+/// every decoder layer, whatever the model family names them; never the LM head).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum TargetModules {
