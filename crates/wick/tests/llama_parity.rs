@@ -3,7 +3,7 @@
 //! (q/k/v bias, tied embeddings), fixtures/tiny_qwen3 (q/k norms, head_dim 32 ≠ hidden / heads)
 //! and fixtures/tiny_smollm3 (4 layers, layer 3 NoPE): full-sequence logits, prefill + cached
 //! decode steps, a left-padded batch of two lengths, sliding-window variants, and each model
-//! converted to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py.
+//! converted to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py (fixtures/*/model-f32.gguf).
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
@@ -389,6 +389,17 @@ fn gguf_logits_match(case: &str) {
         &flat(&want),
         TOL,
     );
+}
+
+/// `llama`: q/k rows permuted by the converter, un-permuted by wick.
+#[test]
+fn llama_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_llama");
+}
+
+#[test]
+fn qwen2_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_qwen2");
 }
 
 #[test]
