@@ -1,8 +1,11 @@
 //! `DecoderModel::forward_decode` (one step for several sequences, each with its own cache) gives
 //! every sequence the logits it gets decoding alone, while sequences join and leave the batch
-//! between steps, as the server's continuous batching does. Real SmolLM2, quantized and f32.
+//! between steps, as the server's continuous batching does. Real SmolLM2, quantized and f32, and
+//! the tiny Qwen3 / SmolLM3 fixtures with sliding-window, full and NoPE layers mixed.
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
+
+mod llama_common;
 
 use candle_core::{DType, Device, Tensor};
 use testkit::compare::diff;
@@ -57,14 +60,17 @@ fn alone(model: &DecoderModel, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
 /// `rel_tol` is relative to the largest logit magnitude seen (the scale of f32 rounding in
 /// the lm_head's sums); 0 demands bit-identical logits.
 fn check(dtype: Option<DType>, rel_tol: f32) {
-    let model = load(dtype);
     let prompts: [&[u32]; 3] = [
         &[1, 504, 3458, 282],
         &[1, 22, 1135],
         &[1, 4300, 314, 253, 1345, 30],
     ];
+    check_model(&load(dtype), &format!("{dtype:?}"), prompts, rel_tol);
+}
+
+fn check_model(model: &DecoderModel, what: &str, prompts: [&[u32]; 3], rel_tol: f32) {
     let steps = 6;
-    let expected: Vec<_> = prompts.iter().map(|p| alone(&model, p, steps)).collect();
+    let expected: Vec<_> = prompts.iter().map(|p| alone(model, p, steps)).collect();
 
     // Sequence 0 runs steps 0..6, sequence 1 leaves after 3, sequence 2 joins at step 2.
     let spans = [(0, 6), (0, 3), (2, 6)];
@@ -74,7 +80,7 @@ fn check(dtype: Option<DType>, rel_tol: f32) {
     for t in 0..steps {
         for (s, &(from, _)) in spans.iter().enumerate() {
             if t == from {
-                let (cache, logits) = prefill(&model, prompts[s]);
+                let (cache, logits) = prefill(model, prompts[s]);
                 state[s] = Some((cache, logits, 0));
             }
         }
@@ -98,7 +104,7 @@ fn check(dtype: Option<DType>, rel_tol: f32) {
             let st = state[s].as_mut().unwrap();
             let want = &expected[s][st.2];
             let d = diff(&got, want);
-            println!("{dtype:?} step {t} seq {s} (its step {}): {d:?}", st.2);
+            println!("{what} step {t} seq {s} (its step {}): {d:?}", st.2);
             worst = worst.max(d.max_abs);
             scale = want.iter().fold(scale, |m, x| m.max(x.abs()));
             assert_eq!(argmax(&got), argmax(want), "seq {s} step {t}");
@@ -107,7 +113,7 @@ fn check(dtype: Option<DType>, rel_tol: f32) {
         }
     }
     let tol = rel_tol * scale;
-    println!("{dtype:?}: worst max abs diff {worst:e}, largest |logit| {scale}, tolerance {tol:e}");
+    println!("{what}: worst max abs diff {worst:e}, largest |logit| {scale}, tolerance {tol:e}");
     assert!(worst <= tol, "{worst} > {tol}");
 }
 
@@ -121,6 +127,19 @@ fn batched_decode_equals_decoding_alone_quantized() {
 #[test]
 fn batched_decode_equals_decoding_alone_f32() {
     check(Some(DType::F32), 1e-5);
+}
+
+/// The tiny fixtures under their sliding variants (window 5 < prompt + 6 steps): Qwen3 with one
+/// full and one sliding layer, SmolLM3 with three RoPE layers and a sliding NoPE layer.
+#[test]
+fn batched_decode_equals_decoding_alone_with_windows_and_nope_layers() {
+    let prompts: [&[u32]; 3] = [&[1, 50, 34, 28], &[1, 22, 113], &[1, 43, 31, 253, 134, 30]];
+    for case in ["tiny_qwen3", "tiny_smollm3"] {
+        let cfg = llama_common::config(case, "config_sliding.json");
+        let source = std::sync::Arc::new(llama_common::weights(case));
+        let model = llama_common::model_from(&cfg, source, DType::F32);
+        check_model(&model, case, prompts, 1e-5);
+    }
 }
 
 #[test]

@@ -49,15 +49,15 @@ fn unknown_architecture_is_named_with_the_file() {
     let msg = e.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert!(msg.contains("unsupported architecture `gpt_neox`"), "{msg}");
-    assert!(
-        msg.contains("supported: llama, qwen2, mistral, qwen3, smollm3"),
-        "{msg}"
-    );
+    // Every family is listed (more join the list; these must stay).
+    for t in ["llama", "qwen2", "mistral", "qwen3", "smollm3"] {
+        assert!(msg.contains(t), "{t} missing from: {msg}");
+    }
     // The same from a derived config (GGUF): the origin is named.
-    let e = DecoderConfig::from_value(base("falcon"), Path::new("/m/model.gguf")).unwrap_err();
+    let e = DecoderConfig::from_value(base("mamba"), Path::new("/m/model.gguf")).unwrap_err();
     assert!(
         e.to_string()
-            .starts_with("/m/model.gguf: unsupported architecture `falcon`"),
+            .starts_with("/m/model.gguf: unsupported architecture `mamba`"),
         "{e}"
     );
     let mut v = base("llama");
@@ -188,6 +188,46 @@ fn sliding_windows_follow_transformers() {
         parse(base("llama")).unwrap().layer_windows(),
         vec![None, None]
     );
+}
+
+/// Qwen3Config: `use_sliding_window` with no `sliding_window` key means 4096, an explicit null
+/// means no window; `max_window_layers` picks the sliding layers.
+#[test]
+fn qwen3_sliding_window_defaults_follow_transformers() {
+    let on = with(
+        with(base("qwen3"), "use_sliding_window", json!(true)),
+        "max_window_layers",
+        json!(1),
+    );
+    assert_eq!(
+        parse(on.clone()).unwrap().layer_windows(),
+        vec![None, Some(4096)]
+    );
+    let null = with(on, "sliding_window", Value::Null);
+    assert_eq!(parse(null).unwrap().layer_windows(), vec![None, None]);
+    assert!(parse(base("qwen3")).unwrap().qk_norm);
+}
+
+/// SmolLM3's NoPE layers: explicit `no_rope_layers` (1 = RoPE), else every
+/// `no_rope_layer_interval`-th layer; a list of the wrong length or a zero interval is refused.
+#[test]
+fn smollm3_nope_layers_follow_transformers() {
+    let ropes = |v: Value| -> Vec<bool> {
+        let cfg = parse(v).unwrap();
+        (0..cfg.num_hidden_layers)
+            .map(|i| cfg.layer_rope(i).is_some())
+            .collect()
+    };
+    let four = with(base("smollm3"), "num_hidden_layers", json!(4));
+    assert_eq!(ropes(four.clone()), [true, true, true, false]);
+    let every2 = with(four.clone(), "no_rope_layer_interval", json!(2));
+    assert_eq!(ropes(every2), [true, false, true, false]);
+    let listed = with(four.clone(), "no_rope_layers", json!([0, 1, 1, 1]));
+    assert_eq!(ropes(listed), [false, true, true, true]);
+    let short = with(four.clone(), "no_rope_layers", json!([1, 0]));
+    assert!(err(short).contains("no_rope_layers has 2 entries for 4 layers"));
+    let zero = with(four, "no_rope_layer_interval", json!(0));
+    assert!(err(zero).contains("no_rope_layer_interval must be positive"));
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! layers with a local RoPE base, one global with its own base and linear scaling; both Gemmas
 //! with a window of 5 under the 12-token prompt): full-sequence logits, prefill + cached decode
 //! steps, a left-padded batch of two lengths, sliding-window variants, and each model converted
-//! to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py. Gemma-only config styles: gemma_parity.rs.
+//! to an F32 GGUF by llama.cpp's convert_hf_to_gguf.py (fixtures/*/model-f32.gguf). Gemma-only
+//! config styles: gemma_parity.rs.
 
 #![allow(clippy::unwrap_used)] // tests may panic on unexpected errors
 
@@ -463,6 +464,17 @@ fn gguf_logits_match(case: &str) {
         &flat(&want),
         TOL,
     );
+}
+
+/// `llama`: q/k rows permuted by the converter, un-permuted by wick.
+#[test]
+fn llama_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_llama");
+}
+
+#[test]
+fn qwen2_gguf_from_llama_cpp_converter_matches_transformers() {
+    gguf_logits_match("tiny_qwen2");
 }
 
 #[test]

@@ -20,9 +20,11 @@ fn parse(value: &Value) -> Result<DecoderConfig, String> {
     raw.require_act("silu")?;
     let max_pos = raw.max_position_embeddings.unwrap_or(32768);
     let rope = raw.rope(max_pos, raw.head_dim()?)?;
-    // Qwen3Config: the window applies only with use_sliding_window (default 4096 then).
-    let window = match raw.use_sliding_window {
-        Some(true) => Some(raw.sliding_window.unwrap_or(4096)),
+    // Qwen3Config: the window applies only with use_sliding_window; an absent `sliding_window`
+    // defaults to 4096, an explicit null means none.
+    let window = match (raw.use_sliding_window, value.get("sliding_window")) {
+        (Some(true), None) => Some(4096),
+        (Some(true), Some(_)) => raw.sliding_window,
         _ => None,
     };
     let sliding = match raw.sliding_layers()? {
