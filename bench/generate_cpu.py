@@ -3,7 +3,7 @@
 Usage (from anywhere): /root/refvenv/bin/python bench/generate_cpu.py [--gguf FILE] [--max-tokens N]
     [--warmup-tokens W] [--runs R]
 
-Six configurations, each in its own process(es):
+Eight configurations, each in its own process(es):
   wick f32          `wick generate --dtype f32` on the GGUF (weights dequantized at load)
   wick quantized    `wick generate` on the GGUF as stored: Q4_1 blocks (token embedding / tied head
                     Q8_0), re-packed to Q8_0 blocks at load on the CPU (crates/wick/src/ops/qmatmul.rs)
@@ -13,6 +13,13 @@ Six configurations, each in its own process(es):
                     32 weights, the same idea as Q4_1's scale + min; embedding / tied head too), f32
                     activations, scales and biases (6.0 bits per weight; Q4_1 is 5.0, and the Q8_0
                     that wick computes on is 8.5)
+  llama.cpp Q4_1    `llama-bench -m GGUF -t 2 -p P -n N -r R` on the same GGUF file (P = wick's
+                    prompt token count, N = --max-tokens), llama.cpp's own Q4_1 kernels
+  llama.cpp f32     the same on an F32 GGUF that `llama-quantize --allow-requantize` writes from
+                    that file (the same dequantized weights), cached as bench/out/smollm2_135m_f32.gguf
+llama-bench times a P-token prompt from an empty cache (pp) and N generated tokens from an empty
+cache (tg), each repeated R times (its samples_ts are the runs); it generates without a prompt
+and without sampling or detokenizing, so its decode is a little lighter work than wick's.
 Both folders are cached under bench/out/. Writing the HF folder drops transformers' "gguf quantized"
 tag (save_pretrained refuses it; the tensors are plain f32) and copies rope_parameters.rope_theta
 to a top-level rope_theta, which mlx-lm's llama reads (without it RoPE would run with base 10000).
@@ -71,6 +78,9 @@ GGUF = REPO / "models" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.g
 HF_F32 = OUT / "smollm2_135m_hf_f32"  # transformers' dequantization of the GGUF
 MLX_Q4 = OUT / "smollm2_135m_mlx_q4_g32"  # mlx_lm.convert of HF_F32
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
+LLAMA_BIN = Path("/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin")
+LLAMA_F32 = OUT / "smollm2_135m_f32.gguf"  # llama-quantize's F32 copy of the GGUF
+LLAMA_THREADS = 2
 MATCH_TOKENS = 32
 
 PROMPT = (
@@ -312,6 +322,25 @@ def time_mlx(model_dir, blas, args, ban):
     return out
 
 
+def time_llama(gguf, prompt_tokens, args):
+    """llama-bench on `gguf`: R repetitions of a prompt_tokens prefill and a max_tokens decode."""
+    env, _ = clean_env()
+    cmd = [str(LLAMA_BIN / "llama-bench"), "-m", str(gguf), "-t", str(LLAMA_THREADS),
+           "-p", str(prompt_tokens), "-n", str(args.max_tokens), "-r", str(args.runs),
+           "-o", "json"]  # fmt: skip
+    r = measured(lambda: {"rows": json.loads(run(cmd, env=env).stdout)})
+    pp = next(x for x in r["rows"] if x["n_prompt"] > 0)
+    tg = next(x for x in r["rows"] if x["n_gen"] > 0)
+    runs = [
+        {"prompt_tokens": prompt_tokens, "generated_tokens": args.max_tokens, "finish": "length",
+         "prefill_tok_s": p, "decode_tok_s": d, "foreign_cpu_cores": r["foreign_cpu_cores"]}
+        for p, d in zip(pp["samples_ts"], tg["samples_ts"])
+    ]  # fmt: skip
+    return {"command": " ".join(cmd), "llama_bench": r["rows"], "runs": runs,
+            "discarded_runs": [], "build_commit": pp.get("build_commit"),
+            "build_number": pp.get("build_number")}  # fmt: skip
+
+
 def greedy_match(wick_text, mlx_ids, tokenizer, n=MATCH_TOKENS):
     """Leading mlx tokens (of the first n) whose decoded text is a prefix of wick's output."""
     k = 0
@@ -416,6 +445,10 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "wick-cli"], cwd=REPO, check=True)
     OUT.mkdir(parents=True, exist_ok=True)
     prepare_models(gguf)
+    if not LLAMA_F32.exists():
+        print(f"writing {LLAMA_F32} (llama-quantize F32 of {gguf.name})", flush=True)
+        run([str(LLAMA_BIN / "llama-quantize"), "--allow-requantize", str(gguf), str(LLAMA_F32),
+             "F32"])  # fmt: skip
 
     import transformers
     from transformers import AutoTokenizer
@@ -432,6 +465,11 @@ def main():
         ("mlx f32 + OpenBLAS", lambda: time_mlx(HF_F32, "openblas", args, ban)),
         ("mlx 4-bit default BLAS", lambda: time_mlx(MLX_Q4, "default", args, ban)),
         ("mlx 4-bit + OpenBLAS", lambda: time_mlx(MLX_Q4, "openblas", args, ban)),
+        # The same prompt length as wick's (its chat-formatted prompt, counted by wick).
+        ("llama.cpp f32", lambda: time_llama(
+            LLAMA_F32, results["wick f32"]["runs"][0]["prompt_tokens"], args)),
+        ("llama.cpp Q4_1", lambda: time_llama(
+            gguf, results["wick quantized"]["runs"][0]["prompt_tokens"], args)),
     ]
     for name, fn in plan:
         t0, (m0, o0) = time.perf_counter(), cpu_busy_s()
@@ -505,6 +543,8 @@ def main():
             "torch": torch.__version__,
             "wick": run([str(BINARY), "--version"]).stdout.strip(),
             "rustc": run(["rustc", "--version"]).stdout.strip(),
+            "llama.cpp": f"build {results['llama.cpp Q4_1']['build_number']} "
+            f"({results['llama.cpp Q4_1']['build_commit']}), llama-cpp-python 0.3.36 sdist",
         },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "total_wall_s": time.perf_counter() - started,
@@ -525,7 +565,7 @@ def main():
           f"{report['date']}. Quantized: wick runs the GGUF's Q4_1 (re-packed to Q8_0 blocks at "
           f"load on the CPU), MLX its own affine 4-bit groups of 32. Greedy match: leading tokens "
           f"of mlx's first {MATCH_TOKENS} that decode to a prefix of wick's text.\n")
-    print("| config | prompt tok | prefill tok/s | decode tok/s | wick/mlx decode ratio "
+    print("| config | prompt tok | prefill tok/s | decode tok/s | wick/this decode ratio "
           "| greedy match |")
     print("|---|---:|---:|---:|---:|---:|")
     rows = [
@@ -535,10 +575,16 @@ def main():
         ("quantized", "mlx-lm 4-bit g32, default BLAS", "mlx 4-bit default BLAS"),
         ("quantized", "mlx-lm 4-bit g32 + OpenBLAS", "mlx 4-bit + OpenBLAS"),
         ("quantized", "wick Q4_1 (as Q8_0)", "wick quantized"),
+        ("f32", "llama.cpp (llama-bench)", "llama.cpp f32"),
+        ("quantized", "llama.cpp Q4_1 (llama-bench)", "llama.cpp Q4_1"),
     ]
     for kind, label, key in rows:
         r = results[key]
-        if key.startswith("mlx"):
+        if key.startswith("llama.cpp"):
+            wick = results[pair["f32" if kind == "f32" else "4-bit"]]
+            ratio = f"{wick['decode_tok_s_median'] / r['decode_tok_s_median']:.2f}x"
+            match = "—"
+        elif key.startswith("mlx"):
             wick = results[r["greedy_vs"]]
             ratio = f"{wick['decode_tok_s_median'] / r['decode_tok_s_median']:.2f}x"
             match = f"{r['greedy_match']}/{MATCH_TOKENS}"

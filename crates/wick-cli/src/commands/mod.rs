@@ -2,5 +2,6 @@ pub mod chat;
 pub mod embed;
 pub mod generate;
 pub mod merge;
+pub mod perplexity;
 pub mod serve;
 pub mod train;

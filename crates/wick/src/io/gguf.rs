@@ -116,9 +116,11 @@ impl GgufFile {
     fn check_extents(&self) -> Result<()> {
         let file_len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
-            let size = byte_size(info, self.stored_type_of(name, info)).map_err(|message| Error::BadGguf {
-                path: self.path.clone(),
-                message: format!("tensor `{}`: {message}", printable(name)),
+            let size = byte_size(info, self.stored_type_of(name, info)).map_err(|message| {
+                Error::BadGguf {
+                    path: self.path.clone(),
+                    message: format!("tensor `{}`: {message}", printable(name)),
+                }
             })?;
             let end = self
                 .content
@@ -500,10 +502,7 @@ pub const SUPPORTED_TYPES: &str =
 const PLACEHOLDER_ID: u32 = 9;
 
 fn is_supported(ty: StoredType) -> bool {
-    !matches!(
-        ty,
-        StoredType::Ggml(GgmlDType::Q8_1 | GgmlDType::Q8K)
-    )
+    !matches!(ty, StoredType::Ggml(GgmlDType::Q8_1 | GgmlDType::Q8K))
 }
 
 /// An f32 as the f64 of its shortest decimal form: 1e-5 stays 1e-5, as in config.json, rather
