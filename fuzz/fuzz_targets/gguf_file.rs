@@ -9,7 +9,7 @@ use wick::candle_core::{DType, Device};
 use wick::io::gguf::GgufFile;
 use wick::io::gguf_tokenizer::special_tokens;
 use wick::io::weights::WeightSource;
-use wick::models::llama::LlamaConfig;
+use wick::models::DecoderConfig;
 use wick_fuzz::check_error;
 
 const NAME: &str = "fuzz.gguf";
@@ -37,8 +37,8 @@ fuzz_target!(|data: &[u8]| {
     }
     match file.hf_config() {
         Ok(cfg) => {
-            if let Err(e) = LlamaConfig::from_value(cfg, file.path()) {
-                check_error("LlamaConfig::from_value", &e);
+            if let Err(e) = DecoderConfig::from_value(cfg, file.path()) {
+                check_error("DecoderConfig::from_value", &e);
             }
         }
         Err(e) => check_error("hf_config", &e),

@@ -18,7 +18,7 @@ use wick::io::safetensors::SafetensorsWeights;
 use wick::io::weights::WeightView;
 use wick::io::ModelFiles;
 use wick::lora::{self, LoraConfig, TargetModules};
-use wick::models::llama::{LlamaConfig, LlamaModel};
+use wick::models::{DecoderConfig, DecoderModel};
 
 /// An adapter merged into f32 weights and the same adapter unmerged differ by rounding (about
 /// 1e-4 of a logit here): a step decided by less than this may go either way.
@@ -50,10 +50,10 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn load_dir(dir: &Path) -> LlamaModel {
-    let cfg = LlamaConfig::from_file(&dir.join("config.json")).unwrap();
+fn load_dir(dir: &Path) -> DecoderModel {
+    let cfg = DecoderConfig::from_file(&dir.join("config.json")).unwrap();
     let w = SafetensorsWeights::open(&[dir.join("model.safetensors")]).unwrap();
-    LlamaModel::new(
+    DecoderModel::new(
         &cfg,
         &WeightView::new(Arc::new(w), DType::F32, &Device::Cpu),
     )
@@ -136,9 +136,9 @@ fn merging_the_peft_fixture_gives_peft_adapter_logits() {
 /// An adapter for SmolLM2 on q_proj and v_proj with B large enough to change greedy output.
 fn smollm2_adapter(gguf: &Path, dir: &Path) {
     let file = wick::io::gguf::GgufFile::open(gguf).unwrap();
-    let cfg = LlamaConfig::from_value(file.hf_config().unwrap(), gguf).unwrap();
+    let cfg = DecoderConfig::from_value(file.hf_config().unwrap(), gguf).unwrap();
     let view = WeightView::new(Arc::new(file), DType::F32, &Device::Cpu).dequantized();
-    let mut model = LlamaModel::new(&cfg, &view).unwrap();
+    let mut model = DecoderModel::new(&cfg, &view).unwrap();
     let lcfg = LoraConfig::new(
         8,
         16.0,
@@ -289,9 +289,9 @@ fn transformers_loads_merged(gguf: &Path, adapter: &Path, merged: &Path, tmp: &P
         return;
     };
     let file = wick::io::gguf::GgufFile::open(gguf).unwrap();
-    let cfg = LlamaConfig::from_value(file.hf_config().unwrap(), gguf).unwrap();
+    let cfg = DecoderConfig::from_value(file.hf_config().unwrap(), gguf).unwrap();
     let view = WeightView::new(Arc::new(file), DType::F32, &Device::Cpu).dequantized();
-    let mut model = LlamaModel::new(&cfg, &view).unwrap();
+    let mut model = DecoderModel::new(&cfg, &view).unwrap();
     lora::load_adapter(adapter, &mut model).unwrap();
     let ids = Tensor::new(
         &[[1u32, 504, 3575, 282, 4649, 314, 12, 4471, 9, 198]],

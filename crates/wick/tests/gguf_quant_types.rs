@@ -19,7 +19,7 @@ use wick::io::gguf::quant::StoredType;
 use wick::io::gguf::GgufFile;
 use wick::io::weights::{WeightSource, WeightView};
 use wick::lora::{self, LoraConfig, TargetModules};
-use wick::models::llama::{LlamaConfig, LlamaModel};
+use wick::models::{DecoderConfig, DecoderModel};
 use wick::ops::qmatmul;
 
 const TYPES: [&str; 15] = [
@@ -203,7 +203,7 @@ impl WeightSource for OneTypeSource {
     }
 }
 
-fn tiny_config() -> LlamaConfig {
+fn tiny_config() -> DecoderConfig {
     let json = serde_json::json!({
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -219,7 +219,7 @@ fn tiny_config() -> LlamaConfig {
         "vocab_size": 32,
         "tie_word_embeddings": false,
     });
-    LlamaConfig::from_value(json, &PathBuf::from("tiny config")).unwrap()
+    DecoderConfig::from_value(json, &PathBuf::from("tiny config")).unwrap()
 }
 
 #[test]
@@ -230,7 +230,8 @@ fn lora_on_a_quantized_base_of_every_type_learns() {
     let labels = ids.to_dtype(DType::I64).unwrap();
     for ty in TYPES {
         let source: Arc<dyn WeightSource> = Arc::new(OneTypeSource::new(ty));
-        let mut model = LlamaModel::new(&cfg, &WeightView::new(source, DType::F32, &dev)).unwrap();
+        let mut model =
+            DecoderModel::new(&cfg, &WeightView::new(source, DType::F32, &dev)).unwrap();
         let quantized = !matches!(ty, "F32" | "F16" | "BF16");
         assert_eq!(model.projections()[0].1.is_quantized(), quantized, "{ty}");
         let lcfg = LoraConfig::new(4, 8.0, TargetModules::all_linear());

@@ -1,4 +1,4 @@
-//! `LlamaModel::forward_decode` (one step for several sequences, each with its own cache) gives
+//! `DecoderModel::forward_decode` (one step for several sequences, each with its own cache) gives
 //! every sequence the logits it gets decoding alone, while sequences join and leave the batch
 //! between steps, as the server's continuous batching does. Real SmolLM2, quantized and f32.
 
@@ -9,10 +9,10 @@ use testkit::compare::diff;
 use testkit::paths::real_model;
 use wick::generate::load::load_causal_lm;
 use wick::io::ModelFiles;
-use wick::models::llama::LlamaModel;
+use wick::models::DecoderModel;
 use wick::nn::KvCache;
 
-fn load(dtype: Option<DType>) -> LlamaModel {
+fn load(dtype: Option<DType>) -> DecoderModel {
     let path = real_model("SmolLM2-135M-Instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
     let files = ModelFiles::resolve(path.to_str().unwrap()).unwrap();
     load_causal_lm(&files, &Device::Cpu, dtype, None)
@@ -21,7 +21,7 @@ fn load(dtype: Option<DType>) -> LlamaModel {
         .into_model()
 }
 
-fn prefill(model: &LlamaModel, prompt: &[u32]) -> (KvCache, Vec<f32>) {
+fn prefill(model: &DecoderModel, prompt: &[u32]) -> (KvCache, Vec<f32>) {
     let mut cache = model.new_cache(1, 64).unwrap();
     let ids = Tensor::new(prompt, &Device::Cpu)
         .unwrap()
@@ -42,7 +42,7 @@ fn argmax(v: &[f32]) -> u32 {
 }
 
 /// Greedy decoding of each prompt alone: the logits of every decode step.
-fn alone(model: &LlamaModel, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
+fn alone(model: &DecoderModel, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
     let (mut cache, mut logits) = prefill(model, prompt);
     let mut out = Vec::new();
     for _ in 0..steps {

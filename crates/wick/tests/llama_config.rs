@@ -9,7 +9,7 @@ use std::path::Path;
 
 use llama_common::*;
 use serde_json::{json, Value};
-use wick::models::llama::LlamaConfig;
+use wick::models::DecoderConfig;
 use wick::ops::rope::RopeScaling;
 use wick::Error;
 
@@ -29,8 +29,8 @@ fn with(mut v: Value, key: &str, value: Value) -> Value {
     v
 }
 
-fn parse(v: Value) -> wick::Result<LlamaConfig> {
-    LlamaConfig::from_value(v, Path::new("/models/m/config.json"))
+fn parse(v: Value) -> wick::Result<DecoderConfig> {
+    DecoderConfig::from_value(v, Path::new("/models/m/config.json"))
 }
 
 fn err(v: Value) -> String {
@@ -42,16 +42,19 @@ fn unknown_architecture_is_named_with_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
     std::fs::write(&path, base("gpt_neox").to_string()).unwrap();
-    let e = LlamaConfig::from_file(&path).expect_err("gpt_neox is not a Llama");
+    let e = DecoderConfig::from_file(&path).expect_err("gpt_neox is not a Llama");
     assert!(
         matches!(&e, Error::UnsupportedArchitecture { model_type, .. } if model_type == "gpt_neox")
     );
     let msg = e.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
     assert!(msg.contains("unsupported architecture `gpt_neox`"), "{msg}");
-    assert!(msg.contains("supported: llama, qwen2, mistral"), "{msg}");
+    assert!(
+        msg.contains("supported: llama, qwen2, mistral, qwen3, smollm3"),
+        "{msg}"
+    );
     // The same from a derived config (GGUF): the origin is named.
-    let e = LlamaConfig::from_value(base("phi3"), Path::new("/m/model.gguf")).unwrap_err();
+    let e = DecoderConfig::from_value(base("phi3"), Path::new("/m/model.gguf")).unwrap_err();
     assert!(
         e.to_string()
             .starts_with("/m/model.gguf: unsupported architecture `phi3`"),
@@ -107,8 +110,11 @@ fn transformers4_rope_spelling_and_defaults() {
     let v = with(base("llama"), "rope_theta", json!(500000.0));
     let v = with(v, "rope_scaling", json!({"type": "linear", "factor": 2.0}));
     let cfg = parse(v).unwrap();
-    assert_eq!(cfg.rope_theta, 500000.0);
-    assert_eq!(cfg.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+    assert_eq!(cfg.layer_rope(0).unwrap().theta, 500000.0);
+    assert_eq!(
+        cfg.layer_rope(0).unwrap().scaling,
+        RopeScaling::Linear { factor: 2.0 }
+    );
     assert_eq!((cfg.num_key_value_heads, cfg.head_dim), (4, 16));
     assert!(!cfg.qkv_bias && !cfg.o_bias && !cfg.mlp_bias && !cfg.tie_word_embeddings);
 
@@ -120,9 +126,9 @@ fn transformers4_rope_spelling_and_defaults() {
         json!(8192),
     );
     let cfg = parse(v).unwrap();
-    assert_eq!(cfg.rope_theta, 10000.0);
+    assert_eq!(cfg.layer_rope(0).unwrap().theta, 10000.0);
     assert!(
-        matches!(cfg.rope_scaling, RopeScaling::Llama3 { original_max_position_embeddings, .. } if original_max_position_embeddings == 8192.0)
+        matches!(&cfg.layer_rope(0).unwrap().scaling, RopeScaling::Llama3 { original_max_position_embeddings, .. } if *original_max_position_embeddings == 8192.0)
     );
 
     let v = with(
@@ -147,26 +153,29 @@ fn fixture_configs_resolve() {
         (4, 2, 16)
     );
     assert!(!llama.tie_word_embeddings && !llama.qkv_bias);
-    assert_eq!(llama.rope_scaling, RopeScaling::None);
+    assert_eq!(llama.layer_rope(0).unwrap().scaling, RopeScaling::None);
     let qwen = config("tiny_qwen2", "config.json");
     assert!(qwen.tie_word_embeddings && qwen.qkv_bias && !qwen.o_bias);
-    assert_eq!(qwen.rope_theta, 1e6);
-    assert_eq!(qwen.layer_windows, vec![None, None]);
+    assert_eq!(qwen.layer_rope(0).unwrap().theta, 1e6);
+    assert_eq!(qwen.layer_windows(), vec![None, None]);
 }
 
 #[test]
 fn sliding_windows_follow_transformers() {
     let mistral = with(base("mistral"), "sliding_window", json!(4096));
-    assert_eq!(parse(mistral).unwrap().layer_windows, vec![Some(4096); 2]);
+    assert_eq!(parse(mistral).unwrap().layer_windows(), vec![Some(4096); 2]);
     let qwen = with(base("qwen2"), "sliding_window", json!(64));
-    assert_eq!(parse(qwen.clone()).unwrap().layer_windows, vec![None, None]); // use_sliding_window off
+    assert_eq!(
+        parse(qwen.clone()).unwrap().layer_windows(),
+        vec![None, None]
+    ); // use_sliding_window off
     let qwen = with(
         with(qwen, "use_sliding_window", json!(true)),
         "max_window_layers",
         json!(1),
     );
     assert_eq!(
-        parse(qwen.clone()).unwrap().layer_windows,
+        parse(qwen.clone()).unwrap().layer_windows(),
         vec![None, Some(64)]
     );
     let typed = with(
@@ -174,9 +183,9 @@ fn sliding_windows_follow_transformers() {
         "layer_types",
         json!(["sliding_attention", "full_attention"]),
     );
-    assert_eq!(parse(typed).unwrap().layer_windows, vec![Some(64), None]);
+    assert_eq!(parse(typed).unwrap().layer_windows(), vec![Some(64), None]);
     assert_eq!(
-        parse(base("llama")).unwrap().layer_windows,
+        parse(base("llama")).unwrap().layer_windows(),
         vec![None, None]
     );
 }
@@ -192,7 +201,7 @@ fn missing_weights_name_the_tensor() {
         candle_core::DType::F32,
         &candle_core::Device::Cpu,
     );
-    let e = wick::models::llama::LlamaModel::new(&cfg, &vb)
+    let e = wick::models::DecoderModel::new(&cfg, &vb)
         .err()
         .expect("no lm_head");
     assert!(
@@ -240,6 +249,6 @@ fn bad_forward_inputs_are_refused_with_the_argument_named() {
 #[test]
 fn model_and_cache_can_be_shared_across_threads() {
     fn send_sync<T: Send + Sync>() {}
-    send_sync::<wick::models::llama::LlamaModel>();
+    send_sync::<wick::models::DecoderModel>();
     send_sync::<wick::nn::KvCache>();
 }

@@ -113,11 +113,7 @@ fn qwen2_prefill_and_8_decode_steps_match_full_forward() {
 }
 
 /// Runs `prompt` alone through prefill + `steps` decode tokens; returns each step's logits.
-fn single_run(
-    m: &wick::models::llama::LlamaModel,
-    prompt: &Tensor,
-    steps: &[u32],
-) -> Vec<Vec<f32>> {
+fn single_run(m: &wick::models::DecoderModel, prompt: &Tensor, steps: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = m.new_cache(1, 32).unwrap();
     let mut out = vec![flat(&m.forward(prompt, None, &mut cache).unwrap())];
     for &t in steps {
@@ -256,7 +252,7 @@ fn linear_rope_scaling_matches_transformers() {
 #[test]
 fn mistral_sliding_window_matches_transformers_and_decodes() {
     let cfg = config("tiny_llama", "config_mistral.json");
-    assert_eq!(cfg.layer_windows, vec![Some(5), Some(5)]);
+    assert_eq!(cfg.layer_windows(), vec![Some(5), Some(5)]);
     let m = model_from(&cfg, Arc::new(weights("tiny_llama")), DType::F32);
     let e = Expected::load("tiny_llama");
     let ids = e.ids("input_ids", &[1, PROMPT_LEN]);

@@ -10,13 +10,13 @@ use std::path::Path;
 
 use lora_common::*;
 use wick::lora::{self, LoraConfig, TargetModules};
-use wick::models::llama::LlamaModel;
+use wick::models::DecoderModel;
 
 fn names(list: &[&str]) -> TargetModules {
     TargetModules::List(list.iter().map(|s| s.to_string()).collect())
 }
 
-fn no_adapters(model: &LlamaModel) -> bool {
+fn no_adapters(model: &DecoderModel) -> bool {
     model.projections().iter().all(|(_, l)| l.lora().is_none())
 }
 

@@ -17,7 +17,7 @@ use lora_common::*;
 use testkit::paths::fixture;
 use wick::io::ModelFiles;
 use wick::lora::{self, LoraConfig, LoraParams, TargetModules};
-use wick::models::llama::LlamaModel;
+use wick::models::DecoderModel;
 
 fn ids() -> Tensor {
     PeftCase::load("llama_step0")
@@ -41,14 +41,14 @@ fn randomize_b(params: &LoraParams, seed: u64) {
     }
 }
 
-fn adapted(model_name: &str, cfg: &LoraConfig) -> (LlamaModel, LoraParams) {
+fn adapted(model_name: &str, cfg: &LoraConfig) -> (DecoderModel, LoraParams) {
     let mut model = llama_common::model(base_case(model_name));
     let params = lora::apply(&mut model, cfg, 11).unwrap();
     randomize_b(&params, 3);
     (model, params)
 }
 
-fn logits(model: &LlamaModel) -> Tensor {
+fn logits(model: &DecoderModel) -> Tensor {
     model.forward_uncached(&ids(), None).unwrap()
 }
 
@@ -220,7 +220,7 @@ fn merged_directory_has_the_adapter_logits() {
         assert!(!dir.path().join("merged.tmp").exists());
 
         let merged = llama_common::model_from(
-            &wick::models::llama::LlamaConfig::from_file(&out.join("config.json")).unwrap(),
+            &wick::models::DecoderConfig::from_file(&out.join("config.json")).unwrap(),
             std::sync::Arc::new(
                 wick::io::safetensors::SafetensorsWeights::open(&[out.join("model.safetensors")])
                     .unwrap(),

@@ -12,15 +12,16 @@ use testkit::paths::fixture;
 use wick::io::safetensors::SafetensorsWeights;
 use wick::io::weights::{WeightSource, WeightView};
 use wick::lora::LoraLlama;
-use wick::models::llama::{LlamaConfig, LlamaModel};
+use wick::models::{DecoderConfig, DecoderModel};
 use wick::train::{train_steps, AdamWParams, Batch, ScheduleKind, TrainConfig};
 
 fn lora_model() -> LoraLlama {
     let base = fixture("tiny_llama");
-    let cfg = LlamaConfig::from_file(&base.join("config.json")).unwrap();
+    let cfg = DecoderConfig::from_file(&base.join("config.json")).unwrap();
     let weights: Arc<dyn WeightSource> =
         Arc::new(SafetensorsWeights::open(&[base.join("model.safetensors")]).unwrap());
-    let model = LlamaModel::new(&cfg, &WeightView::new(weights, DType::F32, &Device::Cpu)).unwrap();
+    let model =
+        DecoderModel::new(&cfg, &WeightView::new(weights, DType::F32, &Device::Cpu)).unwrap();
     let adapter = fixture("lora_peft").join("llama_random_b").join("adapter");
     LoraLlama::from_adapter(model, &adapter).unwrap()
 }

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use wick::lora::load_adapter;
-use wick::models::llama::LlamaModel;
+use wick::models::DecoderModel;
 use wick::nn::LoraAdapter;
 
-/// The weights of one adapter, in `LlamaModel::projections_mut` order (None: not targeted).
+/// The weights of one adapter, in `DecoderModel::projections_mut` order (None: not targeted).
 type AdapterWeights = Vec<Option<LoraAdapter>>;
 
 pub struct AdapterSet {
@@ -33,7 +33,7 @@ impl AdapterSet {
 
     /// Reads a PEFT adapter from `dir` under `name` (replacing one of that name). On error the
     /// model is left as it was.
-    pub fn load(&mut self, model: &mut LlamaModel, name: &str, dir: &Path) -> wick::Result<()> {
+    pub fn load(&mut self, model: &mut DecoderModel, name: &str, dir: &Path) -> wick::Result<()> {
         self.activate(model, None)?;
         let (_, params) = load_adapter(dir, model)?;
         params.set_requires_grad(false);
@@ -47,7 +47,7 @@ impl AdapterSet {
     }
 
     /// Attaches adapter `name` (None: none) to every projection, unless it already is.
-    pub fn activate(&mut self, model: &mut LlamaModel, name: Option<&str>) -> wick::Result<()> {
+    pub fn activate(&mut self, model: &mut DecoderModel, name: Option<&str>) -> wick::Result<()> {
         if self.active.as_deref() == name {
             return Ok(());
         }

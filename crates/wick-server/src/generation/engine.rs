@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use wick::candle_core::{DType, Tensor};
 use wick::generate::load::LoadedLm;
-use wick::models::llama::LlamaModel;
+use wick::models::DecoderModel;
 use wick::tokenizers::Tokenizer;
 
 use super::adapters::AdapterSet;
@@ -20,7 +20,7 @@ use super::sequence::{Next, Sequence};
 use super::{Command, GenRequest, LoadFailure};
 use crate::metrics::{CancelStage, Metrics};
 
-/// Prompts are fed in chunks so attention scores stay small (as `CachedLlama` does).
+/// Prompts are fed in chunks so attention scores stay small (as `CachedDecoder` does).
 const PREFILL_CHUNK: usize = 512;
 
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ pub(super) fn spawn(
 }
 
 struct Engine {
-    model: LlamaModel,
+    model: DecoderModel,
     adapters: AdapterSet,
     options: EngineOptions,
     queued: Arc<AtomicUsize>,

@@ -4,7 +4,7 @@ use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::generate::LanguageModel;
-use crate::models::llama::LlamaModel;
+use crate::models::DecoderModel;
 use crate::nn::kv_cache::KvCache;
 
 /// First cache allocation; it doubles when a sequence outgrows it (up to the context length).
@@ -12,32 +12,32 @@ const INITIAL_CACHE: usize = 512;
 /// Prompts are fed in chunks of this many tokens so attention scores stay small.
 const PREFILL_CHUNK: usize = 512;
 
-pub struct CachedLlama {
-    model: LlamaModel,
+pub struct CachedDecoder {
+    model: DecoderModel,
     cache: KvCache,
     context: usize,
 }
 
-impl CachedLlama {
+impl CachedDecoder {
     /// `context` caps the sequence length (defaults to the config's max_position_embeddings).
-    pub fn new(model: LlamaModel, context: Option<usize>) -> Result<Self> {
+    pub fn new(model: DecoderModel, context: Option<usize>) -> Result<Self> {
         let context = context
             .unwrap_or(model.config().max_position_embeddings)
             .max(1);
         let cache = model.new_cache(1, INITIAL_CACHE.min(context))?;
-        Ok(CachedLlama {
+        Ok(CachedDecoder {
             model,
             cache,
             context,
         })
     }
 
-    pub fn model(&self) -> &LlamaModel {
+    pub fn model(&self) -> &DecoderModel {
         &self.model
     }
 
     /// The model without its cache (e.g. to attach LoRA adapters for training).
-    pub fn into_model(self) -> LlamaModel {
+    pub fn into_model(self) -> DecoderModel {
         self.model
     }
 
@@ -57,7 +57,7 @@ impl CachedLlama {
     }
 }
 
-impl LanguageModel for CachedLlama {
+impl LanguageModel for CachedDecoder {
     fn forward_last(&mut self, tokens: &[u32], start_pos: usize) -> Result<Vec<f32>> {
         if start_pos != self.cache.len() {
             return Err(Error::InvalidArgument {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::generate::causal_lm::CachedLlama;
+use crate::generate::causal_lm::CachedDecoder;
 use crate::generate::config::GenerationDefaults;
 use crate::io::chat_template::ChatTemplate;
 use crate::io::gguf::GgufFile;
@@ -20,10 +20,10 @@ use crate::io::tokenizer::read_tokenizer;
 use crate::io::weights::{WeightSource, WeightView};
 use crate::io::ModelFiles;
 use crate::lora::load_adapter;
-use crate::models::llama::{LlamaConfig, LlamaModel};
+use crate::models::{DecoderConfig, DecoderModel};
 
 pub struct LoadedLm {
-    pub model: CachedLlama,
+    pub model: CachedDecoder,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
     pub defaults: GenerationDefaults,
@@ -49,7 +49,7 @@ pub fn load_causal_lm(
 }
 
 /// The model with `adapter` attached for inference.
-fn with_adapter(mut model: LlamaModel, adapter: Option<&Path>) -> Result<LlamaModel> {
+fn with_adapter(mut model: DecoderModel, adapter: Option<&Path>) -> Result<DecoderModel> {
     if let Some(dir) = adapter {
         let (_, params) = load_adapter(dir, &mut model)?;
         params.set_requires_grad(false);
@@ -67,7 +67,7 @@ fn load_gguf(
     adapter: Option<&Path>,
 ) -> Result<LoadedLm> {
     let file = GgufFile::open(path)?;
-    let cfg = LlamaConfig::from_value(file.hf_config()?, path)?;
+    let cfg = DecoderConfig::from_value(file.hf_config()?, path)?;
     let tokenizer = tokenizer_from_gguf(&file)?;
     let special = special_tokens(&file)?;
     let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
@@ -91,9 +91,9 @@ fn load_gguf(
     } else {
         view
     };
-    let model = with_adapter(LlamaModel::new(&cfg, &view)?, adapter)?;
+    let model = with_adapter(DecoderModel::new(&cfg, &view)?, adapter)?;
     Ok(LoadedLm {
-        model: CachedLlama::new(model, None)?,
+        model: CachedDecoder::new(model, None)?,
         tokenizer,
         chat_template,
         defaults,
@@ -144,7 +144,7 @@ fn load_safetensors_dir(
     dtype: DType,
     adapter: Option<&Path>,
 ) -> Result<LoadedLm> {
-    let cfg = LlamaConfig::from_file(&files.require("config.json")?)?;
+    let cfg = DecoderConfig::from_file(&files.require("config.json")?)?;
     let tokenizer_path = files.require("tokenizer.json")?;
     let tokenizer = read_tokenizer(&tokenizer_path)?;
     let tok_cfg: TokenizerConfig = match files.get("tokenizer_config.json")? {
@@ -175,10 +175,10 @@ fn load_safetensors_dir(
         defaults.eos_token_id = cfg.eos_token_ids.clone();
     }
     let weights: Arc<dyn WeightSource> = Arc::new(SafetensorsWeights::open_model(files)?);
-    let model = LlamaModel::new(&cfg, &WeightView::new(weights, dtype, device))?;
+    let model = DecoderModel::new(&cfg, &WeightView::new(weights, dtype, device))?;
     let model = with_adapter(model, adapter)?;
     Ok(LoadedLm {
-        model: CachedLlama::new(model, None)?,
+        model: CachedDecoder::new(model, None)?,
         tokenizer,
         chat_template,
         defaults,

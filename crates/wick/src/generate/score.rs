@@ -4,12 +4,12 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::llama::LlamaModel;
+use crate::models::DecoderModel;
 
 /// Logits (continuation.len(), vocab), row `i` being the model's scores for the token at
 /// `continuation[i]` given `prompt` and `continuation[..i]`.
 pub fn continuation_logits(
-    model: &LlamaModel,
+    model: &DecoderModel,
     prompt: &[u32],
     continuation: &[u32],
     device: &Device,

@@ -13,7 +13,6 @@ use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
-use serde_json::json;
 
 use crate::error::{printable, Error, Result};
 use crate::io::file_bytes::FileBytes;
@@ -257,96 +256,6 @@ impl GgufFile {
         self.opt("tokenizer.chat_template", Self::get_str)
     }
 
-    /// An HF `config.json` equivalent for the Llama family, so a config mirror can be built with
-    /// `serde_json::from_value`.
-    pub fn hf_config(&self) -> Result<serde_json::Value> {
-        let arch = self.architecture()?;
-        let (model_type, class) = match arch {
-            "llama" => ("llama", "LlamaForCausalLM"),
-            "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
-            other => {
-                return Err(Error::UnsupportedArchitecture {
-                    path: self.path.clone(),
-                    model_type: printable(other).into_owned(),
-                    supported: "llama, qwen2 (GGUF general.architecture)".to_string(),
-                })
-            }
-        };
-        let key = |k: &str| format!("{arch}.{k}");
-        let heads = self.get_usize(&key("attention.head_count"))?;
-        let kv_heads = self
-            .opt(&key("attention.head_count_kv"), Self::get_usize)?
-            .unwrap_or(heads);
-        let vocab_size = match self.tensor_info("token_embd.weight") {
-            Some(info) => info.shape.dims()[0],
-            None => self.get_array("tokenizer.ggml.tokens")?.len(),
-        };
-        if self.tensor_info("rope_freqs.weight").is_some() {
-            // Llama 3.1-style scaled RoPE: llama.cpp stores per-frequency factors we do not map.
-            return Err(Error::Unsupported(format!(
-                "{}: `rope_freqs.weight` (Llama 3.1-style RoPE scaling) is not supported",
-                self.path.display()
-            )));
-        }
-        let mut cfg = json!({
-            "architectures": [class],
-            "model_type": model_type,
-            "hidden_act": "silu",
-            "hidden_size": self.get_usize(&key("embedding_length"))?,
-            "intermediate_size": self.get_usize(&key("feed_forward_length"))?,
-            "num_hidden_layers": self.get_usize(&key("block_count"))?,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kv_heads,
-            "rms_norm_eps": decimal(self.get_f32(&key("attention.layer_norm_rms_epsilon"))?),
-            "rope_theta": decimal(self.opt(&key("rope.freq_base"), Self::get_f32)?.unwrap_or(1e4)),
-            "max_position_embeddings": self.get_usize(&key("context_length"))?,
-            "vocab_size": vocab_size,
-            "tie_word_embeddings": self.tensor_info("output.weight").is_none(),
-        });
-        let obj = cfg.as_object_mut().ok_or_else(|| {
-            Error::bad_config(&self.path, "internal: config is not an object".to_string())
-        })?;
-        if arch == "llama" {
-            obj.insert(
-                "attention_bias".into(),
-                self.tensor_info("blk.0.attn_q.bias").is_some().into(),
-            );
-        }
-        if let Some(head_dim) = self.opt(&key("attention.key_length"), Self::get_usize)? {
-            obj.insert("head_dim".into(), head_dim.into());
-        }
-        for (name, gguf_key) in [
-            ("bos_token_id", "tokenizer.ggml.bos_token_id"),
-            ("eos_token_id", "tokenizer.ggml.eos_token_id"),
-            ("pad_token_id", "tokenizer.ggml.padding_token_id"),
-        ] {
-            if let Some(id) = self.opt(gguf_key, Self::get_u32)? {
-                obj.insert(name.into(), id.into());
-            }
-        }
-        if let Some(kind) = self.opt(&key("rope.scaling.type"), Self::get_str)? {
-            match kind {
-                "none" => {}
-                "linear" => {
-                    let factor = decimal(self.get_f32(&key("rope.scaling.factor"))?);
-                    obj.insert(
-                        "rope_scaling".into(),
-                        json!({"type": "linear", "rope_type": "linear", "factor": factor}),
-                    );
-                }
-                other => {
-                    return Err(Error::Unsupported(format!(
-                        "{}: RoPE scaling `{}` ({}) is not supported",
-                        self.path.display(),
-                        printable(other),
-                        key("rope.scaling.type")
-                    )))
-                }
-            }
-        }
-        Ok(cfg)
-    }
-
     // ---- tensors (llama.cpp names, stored layout) ----
 
     /// Tensor names as stored (llama.cpp names), sorted.
@@ -503,12 +412,6 @@ const PLACEHOLDER_ID: u32 = 9;
 
 fn is_supported(ty: StoredType) -> bool {
     !matches!(ty, StoredType::Ggml(GgmlDType::Q8_1 | GgmlDType::Q8K))
-}
-
-/// An f32 as the f64 of its shortest decimal form: 1e-5 stays 1e-5, as in config.json, rather
-/// than becoming 9.999999747378752e-6.
-fn decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
 }
 
 /// The stored size of a tensor, or why its shape cannot be stored (the dims come from the

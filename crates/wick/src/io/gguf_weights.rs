@@ -13,66 +13,50 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{printable, Error, Result};
 use crate::io::gguf::GgufFile;
+use crate::io::gguf_arch::GgufArch;
 use crate::io::weights::WeightSource;
-
-/// HF names of whole-model tensors and their llama.cpp names.
-const GLOBAL: [(&str, &str); 3] = [
-    ("model.embed_tokens", "token_embd"),
-    ("model.norm", "output_norm"),
-    ("lm_head", "output"),
-];
-
-/// HF names inside `model.layers.{i}` and their llama.cpp names inside `blk.{i}`.
-const LAYER: [(&str, &str); 9] = [
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-    ("input_layernorm", "attn_norm"),
-    ("post_attention_layernorm", "ffn_norm"),
-];
 
 fn split_param(name: &str) -> Option<(&str, &str)> {
     name.rsplit_once('.')
         .filter(|(_, p)| *p == "weight" || *p == "bias")
 }
 
-/// The llama.cpp name of an HF tensor name, if it has one.
-pub fn gguf_tensor_name(hf: &str) -> Option<String> {
+/// The llama.cpp name of an HF tensor name under `arch`'s table, if it has one.
+pub fn gguf_tensor_name(arch: &GgufArch, hf: &str) -> Option<String> {
     let (module, param) = split_param(hf)?;
-    if let Some((_, g)) = GLOBAL.iter().find(|(h, _)| *h == module) {
+    if let Some((_, g)) = arch.global_rows().find(|(h, _)| *h == module) {
         return Some(format!("{g}.{param}"));
     }
     let rest = module.strip_prefix("model.layers.")?;
     let (layer, sub) = rest.split_once('.')?;
     layer.parse::<usize>().ok()?;
-    let (_, g) = LAYER.iter().find(|(h, _)| *h == sub)?;
+    let (_, g) = arch.layer_rows().find(|(h, _)| *h == sub)?;
     Some(format!("blk.{layer}.{g}.{param}"))
 }
 
-/// The HF name of a llama.cpp tensor name, if it has one.
-pub fn hf_tensor_name(gguf: &str) -> Option<String> {
+/// The HF name of a llama.cpp tensor name under `arch`'s table, if it has one.
+pub fn hf_tensor_name(arch: &GgufArch, gguf: &str) -> Option<String> {
     let (module, param) = split_param(gguf)?;
-    if let Some((h, _)) = GLOBAL.iter().find(|(_, g)| *g == module) {
+    if let Some((h, _)) = arch.global_rows().find(|(_, g)| *g == module) {
         return Some(format!("{h}.{param}"));
     }
     let rest = module.strip_prefix("blk.")?;
     let (layer, sub) = rest.split_once('.')?;
     layer.parse::<usize>().ok()?;
-    let (h, _) = LAYER.iter().find(|(_, g)| *g == sub)?;
+    let (h, _) = arch.layer_rows().find(|(_, g)| *g == sub)?;
     Some(format!("model.layers.{layer}.{h}.{param}"))
 }
 
 impl GgufFile {
     /// HF names of the tensors this file has under a known mapping, sorted.
     pub fn hf_tensor_names(&self) -> Vec<String> {
+        let Ok(arch) = self.arch_row() else {
+            return Vec::new();
+        };
         let mut names: Vec<String> = self
             .tensor_names()
             .into_iter()
-            .filter_map(hf_tensor_name)
+            .filter_map(|g| hf_tensor_name(arch, g))
             .collect();
         names.sort_unstable();
         names
@@ -80,18 +64,20 @@ impl GgufFile {
 
     /// The head count to un-permute `gguf_name` with, when llama.cpp permuted it.
     fn permuted_heads(&self, gguf_name: &str) -> Result<Option<usize>> {
-        // Only the `llama` converter permutes; qwen2 and others keep HF's row order.
-        if self.architecture()? != "llama" {
+        // Only llama.cpp's `DecoderModel` converter permutes; qwen2 and others keep HF's order.
+        let arch = self.arch_row()?;
+        if !arch.permuted_qk {
             return Ok(None);
         }
         let Some((module, _)) = split_param(gguf_name) else {
             return Ok(None);
         };
-        let heads = self.get_usize("llama.attention.head_count")?;
+        let key = |k: &str| format!("{}.{k}", arch.arch);
+        let heads = self.get_usize(&key("attention.head_count"))?;
         if module.ends_with(".attn_q") {
             Ok(Some(heads))
         } else if module.ends_with(".attn_k") {
-            let kv = self.opt("llama.attention.head_count_kv", Self::get_usize)?;
+            let kv = self.opt(&key("attention.head_count_kv"), Self::get_usize)?;
             Ok(Some(kv.unwrap_or(heads)))
         } else {
             Ok(None)
@@ -104,7 +90,7 @@ impl GgufFile {
             name: hf.to_string(),
             location,
         };
-        let Some(gguf_name) = gguf_tensor_name(hf) else {
+        let Some(gguf_name) = gguf_tensor_name(self.arch_row()?, hf) else {
             return Err(missing(format!(
                 "{} (no llama.cpp name for it)",
                 self.path().display()
@@ -179,7 +165,10 @@ pub(crate) fn unpermute_rows(bytes: &[u8], rows: usize, heads: usize) -> Vec<u8>
 
 impl WeightSource for GgufFile {
     fn contains(&self, name: &str) -> bool {
-        gguf_tensor_name(name).is_some_and(|g| self.tensor_info(&g).is_some())
+        let Ok(arch) = self.arch_row() else {
+            return false;
+        };
+        gguf_tensor_name(arch, name).is_some_and(|g| self.tensor_info(&g).is_some())
     }
 
     /// Dequantized (exactly, in f32), un-permuted, then converted to `dtype`.
@@ -218,6 +207,7 @@ impl WeightSource for GgufFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::gguf_arch::gguf_arch;
 
     #[test]
     fn names_map_both_ways() {
@@ -250,18 +240,39 @@ mod tests {
                 "blk.1.ffn_norm.weight",
             ),
         ];
+        let llama = gguf_arch("llama").expect("llama row");
         for (hf, gguf) in pairs {
-            assert_eq!(gguf_tensor_name(hf).as_deref(), Some(gguf), "{hf}");
-            assert_eq!(hf_tensor_name(gguf).as_deref(), Some(hf), "{gguf}");
+            assert_eq!(gguf_tensor_name(llama, hf).as_deref(), Some(gguf), "{hf}");
+            assert_eq!(hf_tensor_name(llama, gguf).as_deref(), Some(hf), "{gguf}");
         }
+        // Qwen3 adds the per-head norms and keeps the shared rows.
+        let qwen3 = gguf_arch("qwen3").expect("qwen3 row");
+        for (hf, gguf) in [
+            (
+                "model.layers.2.self_attn.q_norm.weight",
+                "blk.2.attn_q_norm.weight",
+            ),
+            (
+                "model.layers.2.self_attn.k_norm.weight",
+                "blk.2.attn_k_norm.weight",
+            ),
+            ("model.layers.2.mlp.up_proj.weight", "blk.2.ffn_up.weight"),
+        ] {
+            assert_eq!(gguf_tensor_name(qwen3, hf).as_deref(), Some(gguf), "{hf}");
+            assert_eq!(hf_tensor_name(qwen3, gguf).as_deref(), Some(hf), "{gguf}");
+        }
+        assert_eq!(
+            gguf_tensor_name(llama, "model.layers.2.self_attn.q_norm.weight"),
+            None
+        );
         for bad in [
             "model.layers.x.mlp.up_proj.weight",
             "model.layers.0.mlp.weight",
             "foo",
         ] {
-            assert_eq!(gguf_tensor_name(bad), None, "{bad}");
+            assert_eq!(gguf_tensor_name(llama, bad), None, "{bad}");
         }
-        assert_eq!(hf_tensor_name("rope_freqs.weight"), None);
+        assert_eq!(hf_tensor_name(llama, "rope_freqs.weight"), None);
     }
 
     /// llama.cpp's forward permutation, written as its converter does.

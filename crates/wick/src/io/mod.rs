@@ -4,6 +4,7 @@
 pub mod chat_template;
 mod file_bytes;
 pub mod gguf;
+pub mod gguf_arch;
 pub mod gguf_tokenizer;
 pub mod gguf_weights;
 pub mod hub;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::io::safetensors::SafetensorsWeights;
 use crate::lora::config::{LoraConfig, TargetModules};
 use crate::lora::inject::{attach, peft_key, plan, LoraParams};
-use crate::models::llama::LlamaModel;
+use crate::models::DecoderModel;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -52,7 +52,7 @@ pub fn save_adapter(dir: &Path, cfg: &LoraConfig, params: &LoraParams) -> Result
 /// have both weights with the right shapes, and every tensor in the file must belong to a
 /// targeted module; errors name the file and key, and leave the model untouched. The adapters
 /// start with gradients on and dropout off (see [`LoraParams`]).
-pub fn load_adapter(dir: &Path, model: &mut LlamaModel) -> Result<(LoraConfig, LoraParams)> {
+pub fn load_adapter(dir: &Path, model: &mut DecoderModel) -> Result<(LoraConfig, LoraParams)> {
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.is_file() {
         return Err(Error::MissingFile {

@@ -9,7 +9,6 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::io::json::read_json;
-use crate::models::llama::PROJECTIONS;
 
 /// PEFT's `target_modules`: module names matched as a whole name or a dotted suffix of a
 /// module path (`q_proj`, `self_attn.q_proj`), or the string `all-linear` (every projection of
@@ -243,11 +242,12 @@ impl LoraConfig {
         Ok(())
     }
 
-    /// The target names to match, `all-linear` expanded to every projection.
-    pub fn target_names(&self) -> Vec<String> {
+    /// The target names to match, `all-linear` expanded to every one of `projections` (the
+    /// model's, [`crate::models::DecoderModel::projection_names`]).
+    pub fn target_names(&self, projections: &[&str]) -> Vec<String> {
         match &self.target_modules {
             None => vec!["q_proj".into(), "v_proj".into()],
-            Some(TargetModules::One(_)) => PROJECTIONS.iter().map(|p| p.to_string()).collect(),
+            Some(TargetModules::One(_)) => projections.iter().map(|p| p.to_string()).collect(),
             Some(TargetModules::List(l)) => l.clone(),
         }
     }
@@ -277,7 +277,10 @@ mod tests {
         let cfg: LoraConfig =
             serde_json::from_str(json).map_err(|e| Error::bad_config("inline", e.to_string()))?;
         cfg.validate()?;
-        assert_eq!(cfg.target_names(), ["v_proj", "q_proj"]);
+        assert_eq!(
+            cfg.target_names(&["q_proj", "v_proj"]),
+            ["v_proj", "q_proj"]
+        );
         assert!((cfg.scaling() - 4.0).abs() < 1e-12); // 8 / √4
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::io::weights::WeightView;
 use crate::io::ModelFiles;
 use crate::lora::adapter_io::{load_adapter, write_atomic};
 use crate::lora::inject::merge;
-use crate::models::llama::{LlamaConfig, LlamaModel};
+use crate::models::{DecoderConfig, DecoderModel};
 
 /// Files copied from a safetensors model directory when present.
 const COPIED: &[&str] = &[
@@ -91,12 +91,12 @@ pub fn merge_to_dir(
         }
     };
     let origin = PathBuf::from(files.describe());
-    let cfg = LlamaConfig::from_value(config.clone(), &origin)?;
+    let cfg = DecoderConfig::from_value(config.clone(), &origin)?;
     let view = match &source {
         Source::Gguf(f) => WeightView::new(f.clone(), DType::F32, &device).dequantized(),
         Source::Dir(w) => WeightView::new(w.clone(), DType::F32, &device),
     };
-    let mut model = LlamaModel::new(&cfg, &view)?;
+    let mut model = DecoderModel::new(&cfg, &view)?;
     let (_, params) = load_adapter(adapter, &mut model)?;
     merge(&mut model)?;
 
@@ -141,7 +141,7 @@ enum Source {
 }
 
 /// Writes the model's weights (HF names, LM head left out when tied) as one safetensors file.
-pub fn write_weights(model: &LlamaModel, dtype: DType, path: &Path) -> Result<usize> {
+pub fn write_weights(model: &DecoderModel, dtype: DType, path: &Path) -> Result<usize> {
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (name, t) in model.named_weights()? {
         let t = t.to_dtype(dtype)?.to_device(&Device::Cpu)?.contiguous()?;

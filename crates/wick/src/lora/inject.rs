@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 use crate::lora::config::LoraConfig;
-use crate::models::llama::{LlamaModel, PROJECTIONS};
+use crate::models::DecoderModel;
 use crate::nn::linear::{LoraAdapter, LoraMode};
 
 /// One adapted module: its path (`model.layers.0.self_attn.q_proj`) and its A (r, in) and
@@ -116,17 +116,18 @@ fn matches(path: &str, target: &str) -> bool {
 /// The modules `cfg` targets, each checked: every target name matches some module, the rank
 /// fits every targeted layer, and no targeted layer already carries an adapter. Nothing is
 /// changed on error.
-pub(crate) fn plan(model: &LlamaModel, cfg: &LoraConfig) -> Result<Vec<Planned>> {
+pub(crate) fn plan(model: &DecoderModel, cfg: &LoraConfig) -> Result<Vec<Planned>> {
     cfg.validate()?;
     let projections = model.projections();
-    let targets = cfg.target_names();
+    let names = model.projection_names();
+    let targets = cfg.target_names(&names);
     for t in &targets {
         if !projections.iter().any(|(path, _)| matches(path, t)) {
             return Err(Error::InvalidArgument {
                 name: "target_modules",
                 message: format!(
                     "`{t}` matches no module of this model (its LoRA targets: {}, or all-linear)",
-                    PROJECTIONS.join(", ")
+                    names.join(", ")
                 ),
             });
         }
@@ -166,7 +167,7 @@ pub(crate) fn plan(model: &LlamaModel, cfg: &LoraConfig) -> Result<Vec<Planned>>
 
 /// Attaches one adapter per planned module with the given (A, B) f32 tensors.
 pub(crate) fn attach(
-    model: &mut LlamaModel,
+    model: &mut DecoderModel,
     cfg: &LoraConfig,
     seed: u64,
     planned: Vec<Planned>,
@@ -197,7 +198,7 @@ pub(crate) fn attach(
 /// it (`kaiming_uniform_(a=√5)`, bound 1/√in), B zero, so the model's output is unchanged until
 /// B moves. Draws come from ChaCha8 seeded with `seed`; dropout draws use `seed` too.
 /// Errors, before anything is attached, for a target the model lacks or a rank too large.
-pub fn apply(model: &mut LlamaModel, cfg: &LoraConfig, seed: u64) -> Result<LoraParams> {
+pub fn apply(model: &mut DecoderModel, cfg: &LoraConfig, seed: u64) -> Result<LoraParams> {
     let planned = plan(model, cfg)?;
     let device = model.device().clone();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -216,7 +217,7 @@ pub fn apply(model: &mut LlamaModel, cfg: &LoraConfig, seed: u64) -> Result<Lora
 
 /// Adds every adapter into its (dense) base weight; forwards then cost nothing extra.
 /// Errors for a quantized base (load with a float dtype to merge).
-pub fn merge(model: &mut LlamaModel) -> Result<()> {
+pub fn merge(model: &mut DecoderModel) -> Result<()> {
     for (path, linear) in model.projections_mut() {
         linear.merge_lora().map_err(|e| match e {
             Error::Unsupported(m) => Error::Unsupported(format!("{path}: {m}")),
@@ -227,7 +228,7 @@ pub fn merge(model: &mut LlamaModel) -> Result<()> {
 }
 
 /// Undoes [`merge`]: subtracts every merged adapter from its base weight.
-pub fn unmerge(model: &mut LlamaModel) -> Result<()> {
+pub fn unmerge(model: &mut DecoderModel) -> Result<()> {
     for (_, linear) in model.projections_mut() {
         linear.unmerge_lora()?;
     }
@@ -235,7 +236,7 @@ pub fn unmerge(model: &mut LlamaModel) -> Result<()> {
 }
 
 /// Takes every adapter off the model (unmerging merged ones), leaving the base model.
-pub fn remove(model: &mut LlamaModel) -> Result<()> {
+pub fn remove(model: &mut DecoderModel) -> Result<()> {
     for (_, linear) in model.projections_mut() {
         linear.take_lora()?;
     }

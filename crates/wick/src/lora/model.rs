@@ -9,10 +9,10 @@ use crate::error::Result;
 use crate::lora::adapter_io::{load_adapter, save_adapter};
 use crate::lora::config::LoraConfig;
 use crate::lora::inject::{apply, LoraParams};
-use crate::models::llama::LlamaModel;
+use crate::models::DecoderModel;
 
 pub struct LoraLlama {
-    model: LlamaModel,
+    model: DecoderModel,
     config: LoraConfig,
     params: LoraParams,
 }
@@ -20,7 +20,7 @@ pub struct LoraLlama {
 impl LoraLlama {
     /// Fresh adapters on `model` (A Kaiming-uniform from `seed`, B zero); errors before
     /// anything is attached for a target the model lacks or a rank too large.
-    pub fn new(mut model: LlamaModel, config: LoraConfig, seed: u64) -> Result<Self> {
+    pub fn new(mut model: DecoderModel, config: LoraConfig, seed: u64) -> Result<Self> {
         let params = apply(&mut model, &config, seed)?;
         Ok(LoraLlama {
             model,
@@ -30,7 +30,7 @@ impl LoraLlama {
     }
 
     /// The PEFT adapter in `dir` attached to `model` (config and weights from the files).
-    pub fn from_adapter(mut model: LlamaModel, dir: &Path) -> Result<Self> {
+    pub fn from_adapter(mut model: DecoderModel, dir: &Path) -> Result<Self> {
         let (config, params) = load_adapter(dir, &mut model)?;
         Ok(LoraLlama {
             model,
@@ -39,7 +39,7 @@ impl LoraLlama {
         })
     }
 
-    pub fn model(&self) -> &LlamaModel {
+    pub fn model(&self) -> &DecoderModel {
         &self.model
     }
 
@@ -73,7 +73,7 @@ impl LoraLlama {
         save_adapter(dir, &self.config, &self.params)
     }
 
-    pub fn into_parts(self) -> (LlamaModel, LoraConfig, LoraParams) {
+    pub fn into_parts(self) -> (DecoderModel, LoraConfig, LoraParams) {
         (self.model, self.config, self.params)
     }
 }

@@ -1,6 +1,7 @@
-//! Layers wick owns: a Linear that holds a float or quantized weight and an optional LoRA adapter,
+//! Layers wick owns: the shared causal decoder, a Linear that holds a float or quantized weight and an optional LoRA adapter,
 //! embeddings, RMSNorm, and the caller-owned KV cache.
 
+pub mod decoder;
 pub mod embedding;
 pub mod kv_cache;
 pub mod linear;

@@ -19,7 +19,7 @@ pub fn sdpa(
     bias: Option<&Tensor>,
     scale: f64,
 ) -> Result<Tensor> {
-    attention(q, k, v, bias, false, scale)
+    attention(q, k, v, bias, false, scale, None)
 }
 
 /// [`sdpa`] for a causal decoder whose `bias` already masks every key after its query
@@ -32,7 +32,20 @@ pub fn sdpa_causal(
     bias: Option<&Tensor>,
     scale: f64,
 ) -> Result<Tensor> {
-    attention(q, k, v, bias, true, scale)
+    attention(q, k, v, bias, true, scale, None)
+}
+
+/// [`sdpa`] with Gemma 2's attention soft-capping: scores `s = q·kᵀ·scale` become
+/// `tanh(s / cap) · cap` before `bias` is added. Composed of differentiable primitives.
+pub fn sdpa_softcapped(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    scale: f64,
+    cap: f64,
+) -> Result<Tensor> {
+    attention(q, k, v, bias, false, scale, Some(cap))
 }
 
 fn attention(
@@ -42,6 +55,7 @@ fn attention(
     bias: Option<&Tensor>,
     causal: bool,
     scale: f64,
+    softcap: Option<f64>,
 ) -> Result<Tensor> {
     let (b, heads, q_len, d) = q.dims4()?;
     let (_, kv_heads, k_len, _) = k.dims4()?;
@@ -53,6 +67,7 @@ fn attention(
     if q.device().is_cuda()
         && q_len == 1
         && bias.is_none()
+        && softcap.is_none()
         && d % 32 == 0
         && d <= 256
         && !(q.track_op() || k.track_op() || v.track_op())
@@ -65,7 +80,7 @@ fn attention(
     // Prompts, encoders and training: flash attention (scores never leave the chip),
     // differentiable in q, k and v.
     #[cfg(feature = "cuda")]
-    if q.device().is_cuda() && q_len > 1 && matches!(d, 32 | 64 | 128) {
+    if q.device().is_cuda() && q_len > 1 && matches!(d, 32 | 64 | 128) && softcap.is_none() {
         return super::cuda::flash::flash_attention(q, k, v, bias, causal, scale);
     }
     let _ = causal; // the composed path below applies the mask through `bias`
@@ -75,6 +90,10 @@ fn attention(
     // free reshape and K/V are never repeated.
     let q = q.contiguous()?.reshape((b, kv_heads, n_rep * q_len, d))?;
     let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
+    let scores = match softcap {
+        Some(cap) => ((scores / cap)?.tanh()? * cap)?,
+        None => scores,
+    };
     let scores = match bias {
         None => scores,
         Some(bias) if n_rep == 1 => scores.broadcast_add(&bias.to_dtype(DType::F32)?)?,
@@ -146,6 +165,31 @@ mod tests {
             .ge(masked as u32)?
             .to_dtype(DType::F32)?
             .affine(-1e9, 0.0)
+    }
+
+    #[test]
+    fn softcapped_scores_are_tanh_capped() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = (Tensor::randn(0f32, 1.0, (1, 4, 5, 8), &dev)? * 4.0)?;
+        let k = (Tensor::randn(0f32, 1.0, (1, 2, 5, 8), &dev)? * 4.0)?;
+        let v = Tensor::randn(0f32, 1.0, (1, 2, 5, 8), &dev)?;
+        let (scale, cap) = (0.3, 2.0);
+        let got = sdpa_softcapped(&q, &k, &v, None, scale, cap)?;
+        // Reference: K/V repeated, capped scores, softmax.
+        let rep = |t: &Tensor| -> Result<Tensor> {
+            t.unsqueeze(2)?
+                .broadcast_as((1, 2, 2, 5, 8))?
+                .reshape((1, 4, 5, 8))
+        };
+        let s = (q.matmul(&rep(&k)?.t()?)? * scale)?;
+        let s = ((s / cap)?.tanh()? * cap)?;
+        let want = softmax_last_dim_reference(&s)?.matmul(&rep(&v)?)?;
+        let diff = max_diff(&got, &want)?;
+        assert!(diff < 1e-5, "max abs diff {diff}");
+        // And it differs from the uncapped attention on these large scores.
+        let plain = sdpa(&q, &k, &v, None, scale)?;
+        assert!(max_diff(&got, &plain)? > 1e-3);
+        Ok(())
     }
 
     #[test]

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use testkit::paths::fixture;
 use wick::io::safetensors::SafetensorsWeights;
 use wick::io::weights::{WeightSource, WeightView};
-use wick::models::llama::{LlamaConfig, LlamaModel};
+use wick::models::{DecoderConfig, DecoderModel};
 
 pub const PROMPT_LEN: usize = 12;
 pub const SHORT_LEN: usize = 7;
@@ -22,15 +22,19 @@ pub fn weights(case: &str) -> SafetensorsWeights {
     SafetensorsWeights::open(&[fixture(case).join("model.safetensors")]).unwrap()
 }
 
-pub fn config(case: &str, file: &str) -> LlamaConfig {
-    LlamaConfig::from_file(&fixture(case).join(file)).unwrap()
+pub fn config(case: &str, file: &str) -> DecoderConfig {
+    DecoderConfig::from_file(&fixture(case).join(file)).unwrap()
 }
 
-pub fn model_from(cfg: &LlamaConfig, source: Arc<dyn WeightSource>, dtype: DType) -> LlamaModel {
-    LlamaModel::new(cfg, &WeightView::new(source, dtype, &Device::Cpu)).unwrap()
+pub fn model_from(
+    cfg: &DecoderConfig,
+    source: Arc<dyn WeightSource>,
+    dtype: DType,
+) -> DecoderModel {
+    DecoderModel::new(cfg, &WeightView::new(source, dtype, &Device::Cpu)).unwrap()
 }
 
-pub fn model(case: &str) -> LlamaModel {
+pub fn model(case: &str) -> DecoderModel {
     model_from(
         &config(case, "config.json"),
         Arc::new(weights(case)),

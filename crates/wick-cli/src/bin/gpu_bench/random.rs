@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use wick::candle_core::{DType, Device, Tensor};
 use wick::io::weights::{WeightSource, WeightView};
 use wick::models::bert::{BertConfig, BertModel};
-use wick::models::llama::{LlamaConfig, LlamaModel};
+use wick::models::{DecoderConfig, DecoderModel};
 
 pub struct RandomWeights {
     gen_device: Device,
@@ -58,19 +58,19 @@ impl WeightSource for RandomWeights {
     }
 }
 
-pub fn qwen2_05b_config() -> wick::Result<LlamaConfig> {
+pub fn qwen2_05b_config() -> wick::Result<DecoderConfig> {
     let v = serde_json::json!({
         "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896,
         "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
         "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
         "max_position_embeddings": 32768, "tie_word_embeddings": true, "hidden_act": "silu"
     });
-    LlamaConfig::from_value(v, Path::new("qwen2-0.5b-shaped"))
+    DecoderConfig::from_value(v, Path::new("qwen2-0.5b-shaped"))
 }
 
-pub fn qwen2(src: &Arc<RandomWeights>, dtype: DType, dev: &Device) -> wick::Result<LlamaModel> {
+pub fn qwen2(src: &Arc<RandomWeights>, dtype: DType, dev: &Device) -> wick::Result<DecoderModel> {
     let vb = WeightView::new(src.clone(), dtype, dev);
-    LlamaModel::new(&qwen2_05b_config()?, &vb)
+    DecoderModel::new(&qwen2_05b_config()?, &vb)
 }
 
 pub fn minilm_config() -> wick::Result<BertConfig> {

@@ -66,7 +66,7 @@ const NEW_TOKENS: usize = 128;
 /// Greedy decode: prefill a PROMPT-token prompt, then NEW_TOKENS single-token steps, each
 /// reading its argmax back to the host (as generation does). Returns tokens and step seconds.
 fn greedy(
-    model: &wick::models::llama::LlamaModel,
+    model: &wick::models::DecoderModel,
     batch: usize,
     steps: usize,
 ) -> wick::Result<(Vec<Vec<u32>>, f64)> {
@@ -96,7 +96,7 @@ fn greedy(
 
 /// [`greedy`] through the captured CUDA-graph decode step after the same prefill.
 fn greedy_graph(
-    model: &wick::models::llama::LlamaModel,
+    model: &wick::models::DecoderModel,
     batch: usize,
     steps: usize,
 ) -> wick::Result<(Vec<Vec<u32>>, f64)> {
@@ -132,7 +132,7 @@ fn greedy_graph(
 /// Device time of one graph step: `steps` replays back to back, one synchronisation at the end
 /// (no per-token readback), after the prefill and the capture.
 fn graph_replay_seconds(
-    model: &wick::models::llama::LlamaModel,
+    model: &wick::models::DecoderModel,
     batch: usize,
     steps: usize,
 ) -> wick::Result<f64> {
