@@ -6,13 +6,14 @@ Usage (from anywhere): /root/refvenv/bin/python bench/generate_cpu.py [--gguf FI
 Eight configurations, each in its own process(es):
   wick f32          `wick generate --dtype f32` on the GGUF (weights dequantized at load)
   wick quantized    `wick generate` on the GGUF as stored: Q4_1 blocks (token embedding / tied head
-                    Q8_0), re-packed to Q8_0 blocks at load on the CPU (crates/wick/src/ops/qmatmul.rs)
+                    Q8_0), run by candle's Q4_1 kernels (crates/wick/src/ops/qmatmul.rs)
   mlx f32           mlx-lm on an HF folder that transformers wrote from the same GGUF
                     (`from_pretrained(gguf_file=..., dtype=float32)`): the same dequantized weights
   mlx 4-bit         `mlx_lm.convert` of that folder, affine 4-bit, group size 32 (scale + bias per
                     32 weights, the same idea as Q4_1's scale + min; embedding / tied head too), f32
-                    activations, scales and biases (6.0 bits per weight; Q4_1 is 5.0, and the Q8_0
-                    that wick computes on is 8.5)
+                    activations, scales and biases (6.0 bits per weight; Q4_1 is 5.0). Where mlx
+                    or mlx-lm cannot be imported (e.g. not installed), these rows say so and the
+                    rest runs
   llama.cpp Q4_1    `llama-bench -m GGUF -t 2 -p P -n N -r R` on the same GGUF file (P = wick's
                     prompt token count, N = --max-tokens), llama.cpp's own Q4_1 kernels
   llama.cpp f32     the same on an F32 GGUF that `llama-quantize --allow-requantize` writes from
@@ -73,7 +74,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-BINARY = REPO / "target" / "release" / "wick"
+BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "wick"
 GGUF = REPO / "models" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_F32 = OUT / "smollm2_135m_hf_f32"  # transformers' dequantization of the GGUF
 MLX_Q4 = OUT / "smollm2_135m_mlx_q4_g32"  # mlx_lm.convert of HF_F32
@@ -260,12 +261,28 @@ def prepare_models(gguf):
         cfg.setdefault("rope_theta", rope.get("rope_theta", cfg.get("rope_theta")))
         assert cfg["rope_theta"] is not None
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    if not (MLX_Q4 / "config.json").exists():
+    if MLX_MISSING is None and not (MLX_Q4 / "config.json").exists():
         print(f"writing {MLX_Q4} (mlx_lm.convert, 4-bit affine, group 32)", flush=True)
         env, _ = clean_env()
         cmd = [sys.executable, __file__, "--worker", "convert", "--src", str(HF_F32),
                "--dst", str(MLX_Q4)]  # fmt: skip
         subprocess.run(cmd, env=env, check=True)
+
+
+def mlx_missing():
+    """Why mlx-lm cannot run here (None when it can): its rows then say so instead of failing."""
+    import importlib.util
+
+    for name in ("mlx", "mlx_lm"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return f"{name} is not installed in {sys.executable}"
+        except (ImportError, ValueError) as e:
+            return f"{name} cannot be imported: {e}"
+    return None
+
+
+MLX_MISSING = mlx_missing()
 
 
 def time_wick(gguf, dtype, args, ban):
@@ -458,6 +475,10 @@ def main():
     ban = sorted({2} | {tokenizer.eos_token_id} - {None})
 
     results = {}
+    mlx_rows = {"mlx f32 default BLAS", "mlx f32 + OpenBLAS", "mlx 4-bit default BLAS",
+                "mlx 4-bit + OpenBLAS"}  # fmt: skip
+    if MLX_MISSING:
+        print(f"mlx-lm rows skipped: {MLX_MISSING}", flush=True)
     plan = [
         ("wick f32", lambda: time_wick(gguf, "f32", args, ban)),
         ("wick quantized", lambda: time_wick(gguf, None, args, ban)),
@@ -471,6 +492,7 @@ def main():
         ("llama.cpp Q4_1", lambda: time_llama(
             gguf, results["wick quantized"]["runs"][0]["prompt_tokens"], args)),
     ]
+    plan = [(n, f) for n, f in plan if not (MLX_MISSING and n in mlx_rows)]
     for name, fn in plan:
         t0, (m0, o0) = time.perf_counter(), cpu_busy_s()
         r = fn()
@@ -503,14 +525,24 @@ def main():
             wick = results[pair[name.split()[1]]]
             r["greedy_match"] = greedy_match(wick["text"], r["runs"][0]["token_ids"], tokenizer)
             r["greedy_vs"] = pair[name.split()[1]]
-    ids_same = {
-        kind: results[f"mlx {kind} default BLAS"]["runs"][0]["token_ids"]
-        == results[f"mlx {kind} + OpenBLAS"]["runs"][0]["token_ids"]
-        for kind in ("f32", "4-bit")
-    }
-
-    import mlx_lm
+    ids_same = (
+        None
+        if MLX_MISSING
+        else {
+            kind: results[f"mlx {kind} default BLAS"]["runs"][0]["token_ids"]
+            == results[f"mlx {kind} + OpenBLAS"]["runs"][0]["token_ids"]
+            for kind in ("f32", "4-bit")
+        }
+    )
     import torch
+
+    if MLX_MISSING:
+        mlx_version = mlx_lm_version = f"unavailable: {MLX_MISSING}"
+    else:
+        import mlx_lm
+
+        mlx_version = results["mlx f32 default BLAS"]["mlx"]
+        mlx_lm_version = mlx_lm.__version__
 
     busy = {k: round(r["kept_runs_foreign_cpu_cores_max"], 2) for k, r in results.items()}
     report = {
@@ -525,8 +557,9 @@ def main():
         "gguf": str(gguf.relative_to(REPO)) if gguf.is_relative_to(REPO) else str(gguf),
         "hf_f32_dir": str(HF_F32.relative_to(REPO)),
         "mlx_q4_dir": str(MLX_Q4.relative_to(REPO)),
-        "quantization_note": "wick runs the GGUF's Q4_1 blocks re-packed to Q8_0 at load on the "
-        "CPU (token embedding / tied head stored Q8_0); MLX runs its own affine 4-bit groups of 32 "
+        "mlx_unavailable": MLX_MISSING,
+        "quantization_note": "wick runs the GGUF's Q4_1 blocks as stored "
+        "(token embedding / tied head stored Q8_0); MLX runs its own affine 4-bit groups of 32 "
         "(scale + bias) made by mlx_lm.convert from the dequantized f32 weights",
         "prompt": PROMPT,
         "banned_token_ids": ban,
@@ -537,8 +570,8 @@ def main():
         "mlx_ids_same_across_blas": ids_same,
         "versions": {
             "python": platform.python_version(),
-            "mlx": results["mlx f32 default BLAS"]["mlx"],
-            "mlx_lm": mlx_lm.__version__,
+            "mlx": mlx_version,
+            "mlx_lm": mlx_lm_version,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "wick": run([str(BINARY), "--version"]).stdout.strip(),
@@ -562,8 +595,7 @@ def main():
     print(f"\n{report['cpu']}, {threads} threads, greedy, {args.max_tokens} generated tokens "
           f"(EOS ids {ban} banned on both sides), median of {args.runs} runs after a warm-up, "
           f"commit {report['git_commit']}{' (dirty)' if report['git_dirty'] else ''}, "
-          f"{report['date']}. Quantized: wick runs the GGUF's Q4_1 (re-packed to Q8_0 blocks at "
-          f"load on the CPU), MLX its own affine 4-bit groups of 32. Greedy match: leading tokens "
+          f"{report['date']}. Quantized: wick runs the GGUF's Q4_1 as stored, MLX its own affine 4-bit groups of 32. Greedy match: leading tokens "
           f"of mlx's first {MATCH_TOKENS} that decode to a prefix of wick's text.\n")
     print("| config | prompt tok | prefill tok/s | decode tok/s | wick/this decode ratio "
           "| greedy match |")
@@ -574,11 +606,14 @@ def main():
         ("f32", "wick", "wick f32"),
         ("quantized", "mlx-lm 4-bit g32, default BLAS", "mlx 4-bit default BLAS"),
         ("quantized", "mlx-lm 4-bit g32 + OpenBLAS", "mlx 4-bit + OpenBLAS"),
-        ("quantized", "wick Q4_1 (as Q8_0)", "wick quantized"),
+        ("quantized", "wick Q4_1", "wick quantized"),
         ("f32", "llama.cpp (llama-bench)", "llama.cpp f32"),
         ("quantized", "llama.cpp Q4_1 (llama-bench)", "llama.cpp Q4_1"),
     ]
     for kind, label, key in rows:
+        if key not in results:
+            print(f"| {kind}: {label} | — | unavailable | unavailable | — | {MLX_MISSING} |")
+            continue
         r = results[key]
         if key.startswith("llama.cpp"):
             wick = results[pair["f32" if kind == "f32" else "4-bit"]]

@@ -5,7 +5,10 @@ Usage: /root/refvenv/bin/python bench/quant_cpu.py [--models DIR] [--types T,...
 
 Per type, on one GGUF file that `llama-quantize --allow-requantize --pure` made from
 models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf (made here when missing, under
---models, default /work/quant-models; outside the repo):
+--models, default /work/quant-out; outside the repo), and, perplexity only, the tiny fixture
+models (fixtures/tiny_llama, tiny_qwen2) widened to 256 with random weights and SmolLM2's
+tokenizer, converted by llama.cpp's convert_hf_to_gguf.py to F32 and quantized (--pure) to each
+K-quant:
 - perplexity of fixtures/perplexity/apache-2.0.txt (the Apache License 2.0 text) at --ctx
   (default 256): `wick perplexity --model F --file TEXT --ctx N` and
   `llama-perplexity -m F -f TEXT -c N -t 2` (llama.cpp's method, which wick's follows: chunks of N
@@ -40,7 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-BINARY = REPO / "target" / "release" / "wick"
+BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "wick"
 LLAMA_BIN = Path("/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin")
 GGUF_PY = LLAMA_BIN.parent.parent / "gguf-py"
 SOURCE = REPO / "models" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -53,6 +56,10 @@ STATS_RE = re.compile(
     r"tokens, decode ([\d.]+) tok/s"
 )
 THREADS = 2
+K_QUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+# The tiny fixture models, widened to 256 so that every tensor fills whole K-quant super-blocks
+# (at their committed width of 64 llama-quantize would store none of them in a K-quant).
+TINY = {"tiny_llama": {"head_dim": 64}, "tiny_qwen2": {}}
 
 
 def run(cmd, **kw):
@@ -67,6 +74,53 @@ def quantized_file(models, t):
     if not path.exists():
         models.mkdir(parents=True, exist_ok=True)
         run([LLAMA_BIN / "llama-quantize", "--allow-requantize", "--pure", SOURCE, path, t, THREADS])
+    return path
+
+
+def tiny_model(models, name):
+    """An F32 GGUF of fixtures/<name>'s config at width 256 (hidden 256, MLP 512, 4 heads of
+    64), random weights (seed 0, std 0.2 so the logits are far from uniform) and SmolLM2's
+    tokenizer (so it reads the same text), converted by llama.cpp's convert_hf_to_gguf.py."""
+    out = models / f"{name}_256-F32.gguf"
+    if out.exists():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = models / f"{name}_256"
+    cfg = json.loads((REPO / "fixtures" / name / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(SOURCE.parent, gguf_file=SOURCE.name)
+    cfg.update(hidden_size=256, intermediate_size=512, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=512, vocab_size=len(tok),
+               initializer_range=0.2, bos_token_id=tok.bos_token_id,
+               eos_token_id=tok.eos_token_id, **TINY[name])  # fmt: skip
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(**{k: v for k, v in cfg.items() if k != "transformers_version"})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    # The converter hashes what AutoTokenizer gives; for model_type qwen2, transformers 5 gives
+    # Qwen2Tokenizer, which swaps in Qwen's pre-tokenizer (a hash the converter rejects). The
+    # converter picks the architecture from `architectures`, so only the tokenizer sees this.
+    saved = json.loads((folder / "config.json").read_text())
+    saved["model_type"] = "llama"
+    (folder / "config.json").write_text(json.dumps(saved, indent=1))
+    env = dict(os.environ, PYTHONPATH=str(GGUF_PY))
+    run([sys.executable, LLAMA_BIN.parent.parent / "convert_hf_to_gguf.py", folder, "--outtype",
+         "f32", "--outfile", out], env=env)  # fmt: skip
+    return out
+
+
+def tiny_quantized(models, name, t):
+    path = models / f"{name}_256-{t}.gguf"
+    if not path.exists():
+        run([LLAMA_BIN / "llama-quantize", "--pure", tiny_model(models, name), path, t, THREADS])
     return path
 
 
@@ -95,12 +149,19 @@ def wick_ppl(path, ctx):
 
 
 def llama_ppl(path, ctx):
+    """llama-perplexity's result, cached beside the file (it depends only on file, text, ctx)."""
+    cache = path.with_name(f"{path.name}.llama-ppl-c{ctx}.json")
+    if cache.exists():
+        return json.loads(cache.read_text())
     cmd = [LLAMA_BIN / "llama-perplexity", "-m", path, "-f", TEXT, "-c", ctx, "-t", THREADS]
     t0 = time.perf_counter()
     p = run(cmd)
     m = re.search(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)", p.stdout + p.stderr)
     assert m, p.stderr[-2000:]
-    return {"ppl": float(m[1]), "stderr": float(m[2]), "wall_s": time.perf_counter() - t0}
+    r = {"ppl": float(m[1]), "stderr": float(m[2]), "wall_s": time.perf_counter() - t0,
+         "command": " ".join(map(str, cmd))}  # fmt: skip
+    cache.write_text(json.dumps(r))
+    return r
 
 
 def llama_bench(path):
@@ -159,7 +220,9 @@ def cpu_model():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="/work/quant-models")
+    ap.add_argument("--models", default="/work/quant-out")
+    ap.add_argument("--tiny", default=",".join(TINY), help="tiny models to run in K-quants "
+                    "(comma-separated; empty for none)")  # fmt: skip
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--ctx", type=int, default=256)
     ap.add_argument("--skip-build", action="store_true")
@@ -170,22 +233,27 @@ def main():
     models = Path(args.models)
     prompt = None if args.skip_speed else prompt_of(128)
     results = {}
-    for t in args.types.split(","):
-        path = quantized_file(models, t)
+    cases = [(t, t, lambda t=t: quantized_file(models, t)) for t in args.types.split(",") if t]
+    for name in filter(None, args.tiny.split(",")):
+        for t in ["F32", *K_QUANTS]:
+            cases.append((f"{name}_256 {t}", t, lambda n=name, t=t: tiny_quantized(models, n, t)))
+    for key, t, make in cases:
+        path = make()
         r = {"file": str(path), "size_bytes": path.stat().st_size, "types": type_census(path),
              "loadavg_before": os.getloadavg()}  # fmt: skip
         r["wick"] = wick_ppl(path, args.ctx)
         r["llama"] = llama_ppl(path, args.ctx)
         r["ppl_rel_diff"] = r["wick"]["ppl"] / r["llama"]["ppl"] - 1
-        if not args.skip_speed:
+        speed = not args.skip_speed and t == key  # tiny models: perplexity only
+        if speed:
             r["wick_speed"] = wick_speed(path, prompt)
             r["llama_speed"] = llama_bench(path)
         r["loadavg_after"] = os.getloadavg()
-        results[t] = r
-        line = (f"{t}: wick PPL {r['wick']['ppl']:.4f} +/- {r['wick']['stderr']:.4f}, llama.cpp "
+        results[key] = r
+        line = (f"{key}: wick PPL {r['wick']['ppl']:.4f} +/- {r['wick']['stderr']:.4f}, llama.cpp "
                 f"{r['llama']['ppl']:.4f} +/- {r['llama']['stderr']:.4f} "
                 f"({100 * r['ppl_rel_diff']:+.2f}%)")  # fmt: skip
-        if not args.skip_speed:
+        if speed:
             line += (f"; prefill wick {r['wick_speed']['prefill_tok_s']:.1f} / llama.cpp "
                      f"{r['llama_speed']['prefill_tok_s']:.1f} tok/s, decode wick "
                      f"{r['wick_speed']['decode_tok_s']:.1f} / llama.cpp "
@@ -220,10 +288,12 @@ def main():
         row = (f"| {t} | {census} | {r['wick']['ppl']:.4f} ± {r['wick']['stderr']:.4f} "
                f"| {r['llama']['ppl']:.4f} ± {r['llama']['stderr']:.4f} "
                f"| {100 * r['ppl_rel_diff']:+.2f}% |")  # fmt: skip
-        if not args.skip_speed:
+        if "wick_speed" in r:
             w, ll = r["wick_speed"], r["llama_speed"]
             row += (f" {w['prefill_tok_s']:.0f} / {ll['prefill_tok_s']:.0f} "
                     f"| {w['decode_tok_s']:.1f} / {ll['decode_tok_s']:.1f} |")  # fmt: skip
+        elif not args.skip_speed:
+            row += " — | — |"
         print(row)
 
 
