@@ -3,16 +3,24 @@
 Usage (from anywhere): /root/refvenv/bin/python bench/generate_cpu.py [--gguf FILE] [--max-tokens N]
     [--warmup-tokens W] [--runs R]
 
-Six configurations, each in its own process(es):
+Eight configurations, each in its own process(es):
   wick f32          `wick generate --dtype f32` on the GGUF (weights dequantized at load)
   wick quantized    `wick generate` on the GGUF as stored: Q4_1 blocks (token embedding / tied head
-                    Q8_0), re-packed to Q8_0 blocks at load on the CPU (crates/wick/src/ops/qmatmul.rs)
+                    Q8_0), run by candle's Q4_1 kernels (crates/wick/src/ops/qmatmul.rs)
   mlx f32           mlx-lm on an HF folder that transformers wrote from the same GGUF
                     (`from_pretrained(gguf_file=..., dtype=float32)`): the same dequantized weights
   mlx 4-bit         `mlx_lm.convert` of that folder, affine 4-bit, group size 32 (scale + bias per
                     32 weights, the same idea as Q4_1's scale + min; embedding / tied head too), f32
-                    activations, scales and biases (6.0 bits per weight; Q4_1 is 5.0, and the Q8_0
-                    that wick computes on is 8.5)
+                    activations, scales and biases (6.0 bits per weight; Q4_1 is 5.0). Where mlx
+                    or mlx-lm cannot be imported (e.g. not installed), these rows say so and the
+                    rest runs
+  llama.cpp Q4_1    `llama-bench -m GGUF -t 2 -p P -n N -r R` on the same GGUF file (P = wick's
+                    prompt token count, N = --max-tokens), llama.cpp's own Q4_1 kernels
+  llama.cpp f32     the same on an F32 GGUF that `llama-quantize --allow-requantize` writes from
+                    that file (the same dequantized weights), cached as bench/out/smollm2_135m_f32.gguf
+llama-bench times a P-token prompt from an empty cache (pp) and N generated tokens from an empty
+cache (tg), each repeated R times (its samples_ts are the runs); it generates without a prompt
+and without sampling or detokenizing, so its decode is a little lighter work than wick's.
 Both folders are cached under bench/out/. Writing the HF folder drops transformers' "gguf quantized"
 tag (save_pretrained refuses it; the tensors are plain f32) and copies rope_parameters.rope_theta
 to a top-level rope_theta, which mlx-lm's llama reads (without it RoPE would run with base 10000).
@@ -66,11 +74,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-BINARY = REPO / "target" / "release" / "wick"
+BINARY = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "wick"
 GGUF = REPO / "models" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 HF_F32 = OUT / "smollm2_135m_hf_f32"  # transformers' dequantization of the GGUF
 MLX_Q4 = OUT / "smollm2_135m_mlx_q4_g32"  # mlx_lm.convert of HF_F32
 OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"
+LLAMA_BIN = Path("/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin")
+LLAMA_F32 = OUT / "smollm2_135m_f32.gguf"  # llama-quantize's F32 copy of the GGUF
+LLAMA_THREADS = 2
 MATCH_TOKENS = 32
 
 PROMPT = (
@@ -250,12 +261,28 @@ def prepare_models(gguf):
         cfg.setdefault("rope_theta", rope.get("rope_theta", cfg.get("rope_theta")))
         assert cfg["rope_theta"] is not None
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    if not (MLX_Q4 / "config.json").exists():
+    if MLX_MISSING is None and not (MLX_Q4 / "config.json").exists():
         print(f"writing {MLX_Q4} (mlx_lm.convert, 4-bit affine, group 32)", flush=True)
         env, _ = clean_env()
         cmd = [sys.executable, __file__, "--worker", "convert", "--src", str(HF_F32),
                "--dst", str(MLX_Q4)]  # fmt: skip
         subprocess.run(cmd, env=env, check=True)
+
+
+def mlx_missing():
+    """Why mlx-lm cannot run here (None when it can): its rows then say so instead of failing."""
+    import importlib.util
+
+    for name in ("mlx", "mlx_lm"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return f"{name} is not installed in {sys.executable}"
+        except (ImportError, ValueError) as e:
+            return f"{name} cannot be imported: {e}"
+    return None
+
+
+MLX_MISSING = mlx_missing()
 
 
 def time_wick(gguf, dtype, args, ban):
@@ -310,6 +337,25 @@ def time_mlx(model_dir, blas, args, ban):
     out["command"] = " ".join(s for s in shown if s)
     out["env_removed"] = removed
     return out
+
+
+def time_llama(gguf, prompt_tokens, args):
+    """llama-bench on `gguf`: R repetitions of a prompt_tokens prefill and a max_tokens decode."""
+    env, _ = clean_env()
+    cmd = [str(LLAMA_BIN / "llama-bench"), "-m", str(gguf), "-t", str(LLAMA_THREADS),
+           "-p", str(prompt_tokens), "-n", str(args.max_tokens), "-r", str(args.runs),
+           "-o", "json"]  # fmt: skip
+    r = measured(lambda: {"rows": json.loads(run(cmd, env=env).stdout)})
+    pp = next(x for x in r["rows"] if x["n_prompt"] > 0)
+    tg = next(x for x in r["rows"] if x["n_gen"] > 0)
+    runs = [
+        {"prompt_tokens": prompt_tokens, "generated_tokens": args.max_tokens, "finish": "length",
+         "prefill_tok_s": p, "decode_tok_s": d, "foreign_cpu_cores": r["foreign_cpu_cores"]}
+        for p, d in zip(pp["samples_ts"], tg["samples_ts"])
+    ]  # fmt: skip
+    return {"command": " ".join(cmd), "llama_bench": r["rows"], "runs": runs,
+            "discarded_runs": [], "build_commit": pp.get("build_commit"),
+            "build_number": pp.get("build_number")}  # fmt: skip
 
 
 def greedy_match(wick_text, mlx_ids, tokenizer, n=MATCH_TOKENS):
@@ -416,6 +462,10 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-p", "wick-cli"], cwd=REPO, check=True)
     OUT.mkdir(parents=True, exist_ok=True)
     prepare_models(gguf)
+    if not LLAMA_F32.exists():
+        print(f"writing {LLAMA_F32} (llama-quantize F32 of {gguf.name})", flush=True)
+        run([str(LLAMA_BIN / "llama-quantize"), "--allow-requantize", str(gguf), str(LLAMA_F32),
+             "F32"])  # fmt: skip
 
     import transformers
     from transformers import AutoTokenizer
@@ -425,6 +475,10 @@ def main():
     ban = sorted({2} | {tokenizer.eos_token_id} - {None})
 
     results = {}
+    mlx_rows = {"mlx f32 default BLAS", "mlx f32 + OpenBLAS", "mlx 4-bit default BLAS",
+                "mlx 4-bit + OpenBLAS"}  # fmt: skip
+    if MLX_MISSING:
+        print(f"mlx-lm rows skipped: {MLX_MISSING}", flush=True)
     plan = [
         ("wick f32", lambda: time_wick(gguf, "f32", args, ban)),
         ("wick quantized", lambda: time_wick(gguf, None, args, ban)),
@@ -432,7 +486,13 @@ def main():
         ("mlx f32 + OpenBLAS", lambda: time_mlx(HF_F32, "openblas", args, ban)),
         ("mlx 4-bit default BLAS", lambda: time_mlx(MLX_Q4, "default", args, ban)),
         ("mlx 4-bit + OpenBLAS", lambda: time_mlx(MLX_Q4, "openblas", args, ban)),
+        # The same prompt length as wick's (its chat-formatted prompt, counted by wick).
+        ("llama.cpp f32", lambda: time_llama(
+            LLAMA_F32, results["wick f32"]["runs"][0]["prompt_tokens"], args)),
+        ("llama.cpp Q4_1", lambda: time_llama(
+            gguf, results["wick quantized"]["runs"][0]["prompt_tokens"], args)),
     ]
+    plan = [(n, f) for n, f in plan if not (MLX_MISSING and n in mlx_rows)]
     for name, fn in plan:
         t0, (m0, o0) = time.perf_counter(), cpu_busy_s()
         r = fn()
@@ -465,14 +525,24 @@ def main():
             wick = results[pair[name.split()[1]]]
             r["greedy_match"] = greedy_match(wick["text"], r["runs"][0]["token_ids"], tokenizer)
             r["greedy_vs"] = pair[name.split()[1]]
-    ids_same = {
-        kind: results[f"mlx {kind} default BLAS"]["runs"][0]["token_ids"]
-        == results[f"mlx {kind} + OpenBLAS"]["runs"][0]["token_ids"]
-        for kind in ("f32", "4-bit")
-    }
-
-    import mlx_lm
+    ids_same = (
+        None
+        if MLX_MISSING
+        else {
+            kind: results[f"mlx {kind} default BLAS"]["runs"][0]["token_ids"]
+            == results[f"mlx {kind} + OpenBLAS"]["runs"][0]["token_ids"]
+            for kind in ("f32", "4-bit")
+        }
+    )
     import torch
+
+    if MLX_MISSING:
+        mlx_version = mlx_lm_version = f"unavailable: {MLX_MISSING}"
+    else:
+        import mlx_lm
+
+        mlx_version = results["mlx f32 default BLAS"]["mlx"]
+        mlx_lm_version = mlx_lm.__version__
 
     busy = {k: round(r["kept_runs_foreign_cpu_cores_max"], 2) for k, r in results.items()}
     report = {
@@ -487,8 +557,9 @@ def main():
         "gguf": str(gguf.relative_to(REPO)) if gguf.is_relative_to(REPO) else str(gguf),
         "hf_f32_dir": str(HF_F32.relative_to(REPO)),
         "mlx_q4_dir": str(MLX_Q4.relative_to(REPO)),
-        "quantization_note": "wick runs the GGUF's Q4_1 blocks re-packed to Q8_0 at load on the "
-        "CPU (token embedding / tied head stored Q8_0); MLX runs its own affine 4-bit groups of 32 "
+        "mlx_unavailable": MLX_MISSING,
+        "quantization_note": "wick runs the GGUF's Q4_1 blocks as stored "
+        "(token embedding / tied head stored Q8_0); MLX runs its own affine 4-bit groups of 32 "
         "(scale + bias) made by mlx_lm.convert from the dequantized f32 weights",
         "prompt": PROMPT,
         "banned_token_ids": ban,
@@ -499,12 +570,14 @@ def main():
         "mlx_ids_same_across_blas": ids_same,
         "versions": {
             "python": platform.python_version(),
-            "mlx": results["mlx f32 default BLAS"]["mlx"],
-            "mlx_lm": mlx_lm.__version__,
+            "mlx": mlx_version,
+            "mlx_lm": mlx_lm_version,
             "transformers": transformers.__version__,
             "torch": torch.__version__,
             "wick": run([str(BINARY), "--version"]).stdout.strip(),
             "rustc": run(["rustc", "--version"]).stdout.strip(),
+            "llama.cpp": f"build {results['llama.cpp Q4_1']['build_number']} "
+            f"({results['llama.cpp Q4_1']['build_commit']}), llama-cpp-python 0.3.36 sdist",
         },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "total_wall_s": time.perf_counter() - started,
@@ -522,10 +595,9 @@ def main():
     print(f"\n{report['cpu']}, {threads} threads, greedy, {args.max_tokens} generated tokens "
           f"(EOS ids {ban} banned on both sides), median of {args.runs} runs after a warm-up, "
           f"commit {report['git_commit']}{' (dirty)' if report['git_dirty'] else ''}, "
-          f"{report['date']}. Quantized: wick runs the GGUF's Q4_1 (re-packed to Q8_0 blocks at "
-          f"load on the CPU), MLX its own affine 4-bit groups of 32. Greedy match: leading tokens "
+          f"{report['date']}. Quantized: wick runs the GGUF's Q4_1 as stored, MLX its own affine 4-bit groups of 32. Greedy match: leading tokens "
           f"of mlx's first {MATCH_TOKENS} that decode to a prefix of wick's text.\n")
-    print("| config | prompt tok | prefill tok/s | decode tok/s | wick/mlx decode ratio "
+    print("| config | prompt tok | prefill tok/s | decode tok/s | wick/this decode ratio "
           "| greedy match |")
     print("|---|---:|---:|---:|---:|---:|")
     rows = [
@@ -534,11 +606,20 @@ def main():
         ("f32", "wick", "wick f32"),
         ("quantized", "mlx-lm 4-bit g32, default BLAS", "mlx 4-bit default BLAS"),
         ("quantized", "mlx-lm 4-bit g32 + OpenBLAS", "mlx 4-bit + OpenBLAS"),
-        ("quantized", "wick Q4_1 (as Q8_0)", "wick quantized"),
+        ("quantized", "wick Q4_1", "wick quantized"),
+        ("f32", "llama.cpp (llama-bench)", "llama.cpp f32"),
+        ("quantized", "llama.cpp Q4_1 (llama-bench)", "llama.cpp Q4_1"),
     ]
     for kind, label, key in rows:
+        if key not in results:
+            print(f"| {kind}: {label} | — | unavailable | unavailable | — | {MLX_MISSING} |")
+            continue
         r = results[key]
-        if key.startswith("mlx"):
+        if key.startswith("llama.cpp"):
+            wick = results[pair["f32" if kind == "f32" else "4-bit"]]
+            ratio = f"{wick['decode_tok_s_median'] / r['decode_tok_s_median']:.2f}x"
+            match = "—"
+        elif key.startswith("mlx"):
             wick = results[r["greedy_vs"]]
             ratio = f"{wick['decode_tok_s_median'] / r['decode_tok_s_median']:.2f}x"
             match = f"{r['greedy_match']}/{MATCH_TOKENS}"

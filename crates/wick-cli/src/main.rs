@@ -46,6 +46,8 @@ enum Command {
     Train(Box<commands::train::TrainArgs>),
     /// Merge a PEFT LoRA adapter into its base model and write a Hugging Face model directory.
     Merge(commands::merge::MergeArgs),
+    /// Perplexity of a text file, by llama-perplexity's method: `PPL = <value> +/- <stderr>`.
+    Perplexity(commands::perplexity::PerplexityArgs),
     /// OpenAI-compatible HTTP server: embeddings, chat and completions, LoRA adapters by name.
     Serve(commands::serve::ServeArgs),
     /// Token ids of the text on stdin (read verbatim), space-separated; --text decodes ids.
@@ -61,6 +63,7 @@ fn main() {
         Command::Chat(args) => commands::chat::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::Merge(args) => commands::merge::run(args),
+        Command::Perplexity(args) => commands::perplexity::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
     };

@@ -7,6 +7,7 @@
 pub mod causal_lm;
 pub mod config;
 pub mod load;
+pub mod perplexity;
 pub mod sampler;
 pub mod score;
 pub mod stop;

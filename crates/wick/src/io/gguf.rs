@@ -17,7 +17,10 @@ use candle_core::Device;
 use crate::error::{printable, Error, Result};
 use crate::io::file_bytes::FileBytes;
 
+pub mod quant;
 mod scan;
+
+use quant::StoredType;
 
 /// Whether `path` names a GGUF file (by its extension, as llama.cpp's tools do).
 pub fn is_gguf(path: &Path) -> bool {
@@ -30,6 +33,9 @@ pub struct GgufFile {
     path: PathBuf,
     bytes: FileBytes,
     content: Content,
+    /// Tensors of a type candle's header reader does not know (IQ4_NL, IQ4_XS): their
+    /// `TensorInfo` carries a placeholder type, the real one is here.
+    extra_types: HashMap<String, StoredType>,
 }
 
 impl GgufFile {
@@ -57,27 +63,41 @@ impl GgufFile {
                 String::from_utf8_lossy(start)
             )));
         }
-        let content = match Content::read(&mut Cursor::new(&bytes[..])) {
-            Ok(content) => content,
-            Err(e) => {
-                // candle rejects a whole file over one tensor of a type it does not know, without
-                // naming the tensor: find it ourselves for the message.
-                if let Some((tensor, type_id)) = scan::first_unknown_tensor_type(&bytes) {
-                    return Err(Error::Unsupported(format!(
-                        "{}: tensor `{}` has ggml type {} (id {type_id}), which wick \
-                         cannot read (supported: {SUPPORTED_TYPES})",
-                        path.display(),
-                        printable(&tensor),
-                        scan::ggml_type_name(type_id)
-                    )));
+        // candle rejects a whole file over one tensor of a type it does not know, without
+        // naming the tensor: walk the header ourselves first.
+        let scanned = scan::tensor_types(&bytes);
+        let mut extra_types = HashMap::new();
+        let mut patched = None;
+        if let Some((tensors, header_len)) = &scanned {
+            for t in tensors {
+                if scan::candle_knows(t.type_id) {
+                    continue;
                 }
-                return Err(bad(describe_candle_error(&e, bytes.len())));
+                let Some(ty) = StoredType::extra(t.type_id) else {
+                    return Err(Error::Unsupported(format!(
+                        "{}: tensor `{}` has ggml type {} (id {}), which wick cannot read \
+                         (supported: {SUPPORTED_TYPES})",
+                        path.display(),
+                        printable(&t.name),
+                        scan::ggml_type_name(t.type_id),
+                        t.type_id
+                    )));
+                };
+                // candle reads the header with a placeholder in the type's place: Q8_1, which
+                // wick refuses to load, so nothing can read these bytes as that type.
+                let header = patched.get_or_insert_with(|| bytes[..*header_len].to_vec());
+                header[t.type_pos..t.type_pos + 4].copy_from_slice(&PLACEHOLDER_ID.to_le_bytes());
+                extra_types.insert(t.name.clone(), ty);
             }
-        };
+        }
+        let header = patched.as_deref().unwrap_or(&bytes[..]);
+        let content = Content::read(&mut Cursor::new(header))
+            .map_err(|e| bad(describe_candle_error(&e, bytes.len())))?;
         let gguf = GgufFile {
             path,
             bytes,
             content,
+            extra_types,
         };
         gguf.check_extents()?;
         Ok(gguf)
@@ -95,9 +115,11 @@ impl GgufFile {
     fn check_extents(&self) -> Result<()> {
         let file_len = self.bytes.len() as u64;
         for (name, info) in &self.content.tensor_infos {
-            let size = byte_size(info).map_err(|message| Error::BadGguf {
-                path: self.path.clone(),
-                message: format!("tensor `{}`: {message}", printable(name)),
+            let size = byte_size(info, self.stored_type_of(name, info)).map_err(|message| {
+                Error::BadGguf {
+                    path: self.path.clone(),
+                    message: format!("tensor `{}`: {message}", printable(name)),
+                }
             })?;
             let end = self
                 .content
@@ -253,45 +275,82 @@ impl GgufFile {
         self.content.tensor_infos.get(gguf_name)
     }
 
+    fn stored_type_of(&self, gguf_name: &str, info: &TensorInfo) -> StoredType {
+        match self.extra_types.get(gguf_name) {
+            Some(ty) => *ty,
+            None => StoredType::Ggml(info.ggml_dtype),
+        }
+    }
+
+    /// The type a tensor is stored in (llama.cpp name).
+    pub fn stored_type(&self, gguf_name: &str) -> Option<StoredType> {
+        let info = self.tensor_info(gguf_name)?;
+        Some(self.stored_type_of(gguf_name, info))
+    }
+
     /// The stored bytes of a tensor whose type wick can read (checked first).
-    pub(crate) fn raw_bytes(&self, gguf_name: &str) -> Result<(&TensorInfo, &[u8])> {
+    pub(crate) fn raw_bytes(&self, gguf_name: &str) -> Result<(&TensorInfo, StoredType, &[u8])> {
         let info = self
             .tensor_info(gguf_name)
             .ok_or_else(|| Error::MissingTensor {
                 name: gguf_name.to_string(),
                 location: self.path.display().to_string(),
             })?;
-        if !is_supported(info.ggml_dtype) {
+        let ty = self.stored_type_of(gguf_name, info);
+        if !is_supported(ty) {
             return Err(Error::Unsupported(format!(
-                "{}: tensor `{}` has ggml type {:?}, which wick cannot read \
+                "{}: tensor `{}` has ggml type {}, which wick cannot read \
                  (supported: {SUPPORTED_TYPES})",
                 self.path.display(),
                 printable(gguf_name),
-                info.ggml_dtype
+                ty.name()
             )));
         }
         // Sizes and bounds were checked at open.
-        let size = byte_size(info).map_err(|message| Error::BadGguf {
+        let size = byte_size(info, ty).map_err(|message| Error::BadGguf {
             path: self.path.clone(),
             message: format!("tensor `{}`: {message}", printable(gguf_name)),
         })?;
         let start = (self.content.tensor_data_offset + info.offset) as usize;
-        Ok((info, &self.bytes[start..start + size]))
+        Ok((info, ty, &self.bytes[start..start + size]))
     }
 
-    /// A tensor in its stored type and layout (llama.cpp name) on `device`.
+    /// A tensor ready for candle's quantized ops (llama.cpp name, stored layout) on `device`:
+    /// in its stored type, or for IQ4_NL / IQ4_XS transcoded to Q8_0 (see `quant`).
     pub fn qtensor(&self, gguf_name: &str, device: &Device) -> Result<QTensor> {
-        let (info, bytes) = self.raw_bytes(gguf_name)?;
-        self.qtensor_from_bytes(gguf_name, info, bytes, device)
+        let (info, ty, bytes) = self.raw_bytes(gguf_name)?;
+        self.qtensor_from_bytes(gguf_name, info, ty, bytes, device)
+    }
+
+    /// A tensor's values in f32 (llama.cpp name, stored layout), dequantized exactly as ggml
+    /// does.
+    pub fn dequantized(&self, gguf_name: &str, device: &Device) -> Result<candle_core::Tensor> {
+        let (info, ty, bytes) = self.raw_bytes(gguf_name)?;
+        match quant::dequantize(ty, bytes) {
+            Some(values) => Ok(candle_core::Tensor::from_vec(
+                values,
+                info.shape.dims(),
+                device,
+            )?),
+            None => Ok(self
+                .qtensor_from_bytes(gguf_name, info, ty, bytes, device)?
+                .dequantize(device)?),
+        }
     }
 
     pub(crate) fn qtensor_from_bytes(
         &self,
         gguf_name: &str,
         info: &TensorInfo,
+        ty: StoredType,
         bytes: &[u8],
         device: &Device,
     ) -> Result<QTensor> {
+        let (dtype, transcoded) = match quant::to_q8_0(ty, bytes) {
+            Some(q8) => (GgmlDType::Q8_0, Some(q8)),
+            None => (info.ggml_dtype, None),
+        };
+        let bytes = transcoded.as_deref().unwrap_or(bytes);
         // candle reinterprets the bytes as blocks of f16/f32 fields: hand it an 8-aligned slice.
         // A plain copy is not enough: an empty Vec's dangling pointer is only 1-aligned.
         let owned;
@@ -304,7 +363,7 @@ impl GgufFile {
                 message: format!("tensor `{}`: cannot align its bytes", printable(gguf_name)),
             })?
         };
-        qtensor_from_ggml(info.ggml_dtype, bytes, info.shape.dims().to_vec(), device).map_err(|e| {
+        qtensor_from_ggml(dtype, bytes, info.shape.dims().to_vec(), device).map_err(|e| {
             Error::BadGguf {
                 path: self.path.clone(),
                 message: format!("tensor `{}`: {e}", printable(gguf_name)),
@@ -344,36 +403,35 @@ impl AlignedCopy {
     }
 }
 
-/// The ggml types candle's GGUF reader can load (and dequantize).
+/// The ggml types wick reads: candle's, and IQ4_NL / IQ4_XS through `quant`.
 pub const SUPPORTED_TYPES: &str =
-    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
 
-fn is_supported(dtype: GgmlDType) -> bool {
-    !matches!(dtype, GgmlDType::Q8_1 | GgmlDType::Q8K)
-}
+/// What candle reads an IQ4 tensor's header entry as (Q8_1, refused by `is_supported`).
+const PLACEHOLDER_ID: u32 = 9;
 
-pub(crate) fn is_float(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+fn is_supported(ty: StoredType) -> bool {
+    !matches!(ty, StoredType::Ggml(GgmlDType::Q8_1 | GgmlDType::Q8K))
 }
 
 /// The stored size of a tensor, or why its shape cannot be stored (the dims come from the
 /// file: their product may overflow, or not fill whole quantization blocks).
-fn byte_size(info: &TensorInfo) -> std::result::Result<usize, String> {
+fn byte_size(info: &TensorInfo, ty: StoredType) -> std::result::Result<usize, String> {
     let dims = info.shape.dims();
     let too_big = || format!("shape {dims:?} is too large");
     let elems = dims
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(too_big)?;
-    let block = info.ggml_dtype.block_size();
+    let block = ty.block_size();
     if !elems.is_multiple_of(block) {
         return Err(format!(
-            "{elems} elements are not whole {:?} blocks of {block}",
-            info.ggml_dtype
+            "{elems} elements are not whole {} blocks of {block}",
+            ty.name()
         ));
     }
     (elems / block)
-        .checked_mul(info.ggml_dtype.type_size())
+        .checked_mul(ty.type_size())
         .ok_or_else(too_big)
 }
 

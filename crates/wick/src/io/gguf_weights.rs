@@ -12,7 +12,7 @@ use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{printable, Error, Result};
-use crate::io::gguf::{is_float, GgufFile};
+use crate::io::gguf::GgufFile;
 use crate::io::gguf_arch::GgufArch;
 use crate::io::weights::WeightSource;
 
@@ -174,7 +174,7 @@ impl WeightSource for GgufFile {
     /// Dequantized (exactly, in f32), un-permuted, then converted to `dtype`.
     fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let gguf_name = self.resolve(name, shape)?;
-        let t = self.qtensor(&gguf_name, device)?.dequantize(device)?;
+        let t = self.dequantized(&gguf_name, device)?;
         let t = match self.permuted_heads(&gguf_name)? {
             Some(heads) => {
                 self.check_heads(&gguf_name, shape[0], heads)?;
@@ -194,17 +194,17 @@ impl WeightSource for GgufFile {
     /// The stored quantized tensor, un-permuted, for `QMatMul`; Ok(None) for float tensors.
     fn quantized(&self, name: &str, shape: &[usize], device: &Device) -> Result<Option<QTensor>> {
         let gguf_name = self.resolve(name, shape)?;
-        let (info, bytes) = self.raw_bytes(&gguf_name)?;
-        if is_float(info.ggml_dtype) || shape.len() < 2 {
+        let (info, ty, bytes) = self.raw_bytes(&gguf_name)?;
+        if ty.is_float() || shape.len() < 2 {
             return Ok(None);
         }
         let q = match self.permuted_heads(&gguf_name)? {
             Some(heads) => {
                 self.check_heads(&gguf_name, shape[0], heads)?;
                 let rows = unpermute_rows(bytes, shape[0], heads);
-                self.qtensor_from_bytes(&gguf_name, info, &rows, device)?
+                self.qtensor_from_bytes(&gguf_name, info, ty, &rows, device)?
             }
-            None => self.qtensor_from_bytes(&gguf_name, info, bytes, device)?,
+            None => self.qtensor_from_bytes(&gguf_name, info, ty, bytes, device)?,
         };
         Ok(Some(q))
     }

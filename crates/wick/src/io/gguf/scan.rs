@@ -64,8 +64,16 @@ impl Reader<'_> {
     }
 }
 
-/// The first tensor whose type id candle does not know, if the header is readable that far.
-pub fn first_unknown_tensor_type(bytes: &[u8]) -> Option<(String, u32)> {
+/// A tensor's entry in the header: its name, ggml type id, and where that id is stored.
+pub struct TensorType {
+    pub name: String,
+    pub type_id: u32,
+    pub type_pos: usize,
+}
+
+/// Every tensor's type as stored, and the header's length up to the end of the tensor infos;
+/// None if the header is not readable that far.
+pub fn tensor_types(bytes: &[u8]) -> Option<(Vec<TensorType>, usize)> {
     let mut r = Reader {
         bytes,
         pos: 4,
@@ -79,17 +87,27 @@ pub fn first_unknown_tensor_type(bytes: &[u8]) -> Option<(String, u32)> {
         let ty = r.u32()?;
         r.skip_value(ty, 0)?;
     }
+    // Each entry takes at least 16 bytes: a bogus count fails here, not in an allocation.
+    let mut out = Vec::with_capacity(n_tensors.min(bytes.len() / 16));
     for _ in 0..n_tensors {
         let name = r.string()?;
         let n_dims = r.u32()?;
         for _ in 0..n_dims {
             r.len()?;
         }
-        let ty = r.u32()?;
+        let type_pos = r.pos;
+        let type_id = r.u32()?;
         r.u64()?;
-        if !KNOWN.contains(&ty) {
-            return Some((name, ty));
-        }
+        out.push(TensorType {
+            name,
+            type_id,
+            type_pos,
+        });
     }
-    None
+    Some((out, r.pos))
+}
+
+/// Whether candle's header reader knows the type id.
+pub fn candle_knows(type_id: u32) -> bool {
+    KNOWN.contains(&type_id)
 }
