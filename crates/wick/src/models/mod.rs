@@ -31,8 +31,7 @@ pub struct Family {
 }
 
 /// Every decoder family wick runs, by config.json `model_type`.
-pub const DECODER_FAMILIES: &[Family] =
-    &[
+pub const DECODER_FAMILIES: &[Family] = &[
     llama::FAMILY,
     qwen3::FAMILY,
     smollm3::FAMILY,

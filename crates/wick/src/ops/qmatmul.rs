@@ -8,12 +8,13 @@ use candle_core::{Result, Tensor};
 const Q5_0_BLOCK: usize = 22;
 const Q8_0_BLOCK: usize = 34;
 
-/// Prepares `w` for the device's kernels without changing its values. On the CPU, candle 0.11.1
-/// runs Q5_0 through a scalar dot product while Q8_0 has SIMD and repacked kernels: a Q5_0
-/// block (`d`, 32 values `d * (q - 16)` with q in 0..32) is exactly a Q8_0 block with the same
-/// `d` and the integers `q - 16`, so it is transcoded, losslessly. Q4_1 and Q5_1 (`d * q + m`)
-/// have no exact Q8_0 form and run as stored: an earlier re-quantization to Q8_0 for speed
-/// moved SmolLM2-135M's Q4_1 perplexity 1.7% away from llama.cpp's.
+/// Prepares `w` for the device's kernels. On the CPU, candle 0.11.1 runs Q4_1/Q5_0/Q5_1 through
+/// scalar dot products while Q8_0 has SIMD and repacked kernels. A Q5_0 block (`d`, 32 values
+/// `d * (q - 16)` with q in 0..32) is exactly a Q8_0 block with the same `d` and the integers
+/// `q - 16`, so it is transcoded losslessly. Q4_1 and Q5_1 (`d * q + m`) have no exact Q8_0
+/// form; running them as stored is 20x slower, so they are re-quantized to Q8_0, which moves
+/// SmolLM2-135M's Q4_1 perplexity 1.7% from llama.cpp's (an exact fast path, Q8_0 integers plus
+/// a block-minimum term, is the known fix: BENCHMARKS.md).
 pub fn qmatmul(w: Arc<QTensor>) -> Result<QMatMul> {
     if w.device().is_cpu() && w.dtype() == GgmlDType::Q5_0 && w.shape().elem_count() > 0 {
         let q8 = q5_0_to_q8_0(&w.data()?);
@@ -24,6 +25,11 @@ pub fn qmatmul(w: Arc<QTensor>) -> Result<QMatMul> {
             &w.device(),
         )?;
         return QMatMul::from_qtensor(t);
+    }
+    let offset_type = matches!(w.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_1);
+    if w.device().is_cpu() && offset_type && w.shape().dims().last().is_some_and(|k| k % 32 == 0) {
+        let requantized = QTensor::quantize(&w.dequantize(&w.device())?, GgmlDType::Q8_0)?;
+        return QMatMul::from_qtensor(requantized);
     }
     QMatMul::from_arc(w)
 }
@@ -78,15 +84,19 @@ mod tests {
     }
 
     #[test]
-    fn offset_types_run_as_stored() -> Result<()> {
+    fn k_quants_run_as_stored_and_offset_types_as_q8_0() -> Result<()> {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (37, 256), &dev)?;
-        for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_1, GgmlDType::Q4K] {
+        for (dtype, runs_as) in [
+            (GgmlDType::Q4_1, GgmlDType::Q8_0),
+            (GgmlDType::Q5_1, GgmlDType::Q8_0),
+            (GgmlDType::Q4K, GgmlDType::Q4K),
+        ] {
             let q = Arc::new(QTensor::quantize(&w, dtype)?);
             let QMatMul::QTensor(kept) = qmatmul(q)? else {
                 panic!("{dtype:?} not kept quantized")
             };
-            assert_eq!(kept.dtype(), dtype);
+            assert_eq!(kept.dtype(), runs_as, "{dtype:?}");
         }
         let x = Tensor::randn(0f32, 1.0, (5, 256), &dev)?;
         let half = forward(
