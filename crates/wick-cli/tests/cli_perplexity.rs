@@ -45,7 +45,7 @@ fn prints_llama_cpp_style_ppl_close_to_pytorch() {
         "f32",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
     let line = stdout.trim();
     let rest = line
         .strip_prefix("PPL = ")
