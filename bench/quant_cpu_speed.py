@@ -30,6 +30,7 @@ def main():
         print(f"{t}: prefill wick {w['prefill_tok_s']:.1f} / llama.cpp {ll['prefill_tok_s']:.1f}, "
               f"decode wick {w['decode_tok_s']:.1f} / llama.cpp {ll['decode_tok_s']:.1f} tok/s "
               f"(wick prompt {w['prompt_tokens']} tok) [load {la[0]:.1f}]", flush=True)  # fmt: skip
+        q.OUT.mkdir(parents=True, exist_ok=True)
         (q.OUT / "quant_speed.json").write_text(json.dumps(out, indent=1))
 
 
