@@ -143,6 +143,18 @@ impl CommonConfig {
         }
     }
 
+    /// Which layers slide in a Qwen2/Qwen3 config: `layer_types` when present, else every layer
+    /// from `max_window_layers` (default 28) on.
+    pub fn qwen_sliding_layers(&self) -> Result<Vec<bool>, String> {
+        Ok(match self.sliding_layers()? {
+            Some(sliding) => sliding,
+            None => {
+                let from = self.max_window_layers.unwrap_or(28);
+                (0..self.num_hidden_layers).map(|i| i >= from).collect()
+            }
+        })
+    }
+
     /// Each layer's type from `layer_types` (`full_attention` / `sliding_attention`), checked
     /// against the layer count; None when the config has no `layer_types`.
     pub fn sliding_layers(&self) -> Result<Option<Vec<bool>>, String> {

@@ -52,13 +52,8 @@ fn layer_windows(raw: &CommonConfig) -> Result<Vec<Option<usize>>, String> {
         "mistral" => vec![window; n],
         "qwen2" => {
             let window = window.filter(|_| raw.use_sliding_window == Some(true));
-            match raw.sliding_layers()? {
-                Some(sliding) => sliding.iter().map(|&s| window.filter(|_| s)).collect(),
-                None => {
-                    let from = raw.max_window_layers.unwrap_or(28);
-                    (0..n).map(|i| window.filter(|_| i >= from)).collect()
-                }
-            }
+            let sliding = raw.qwen_sliding_layers()?;
+            sliding.iter().map(|&s| window.filter(|_| s)).collect()
         }
         _ => vec![None; n],
     })

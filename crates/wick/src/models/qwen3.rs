@@ -27,13 +27,7 @@ fn parse(value: &Value) -> Result<DecoderConfig, String> {
         (Some(true), Some(_)) => raw.sliding_window,
         _ => None,
     };
-    let sliding = match raw.sliding_layers()? {
-        Some(s) => s,
-        None => {
-            let from = raw.max_window_layers.unwrap_or(28);
-            (0..raw.num_hidden_layers).map(|i| i >= from).collect()
-        }
-    };
+    let sliding = raw.qwen_sliding_layers()?;
     let per_layer = sliding.iter().map(|&s| AttentionKind {
         window: window.filter(|_| s),
         rope: Some(rope.clone()),

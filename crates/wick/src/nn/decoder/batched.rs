@@ -50,7 +50,7 @@ impl DecoderModel {
                 .zip(seq_lens.iter().zip(tokens))
             {
                 self.refill_if_crossing(cache, &[len])?;
-                self.record_ids(cache, step, &[token])?;
+                cache.record_ids(step, &[token])?;
             }
         }
         // cos/sin of every kind at the n positions (rows are per sequence).

@@ -14,7 +14,7 @@ use candle_core::Tensor;
 
 use super::{DecoderModel, Rows};
 use crate::error::Result;
-use crate::nn::{KvCache, Step};
+use crate::nn::KvCache;
 
 impl DecoderModel {
     /// Whether some attention kind has LongRoPE's two tables (then the cache records token ids).
@@ -24,14 +24,6 @@ impl DecoderModel {
                 .as_ref()
                 .is_some_and(|r| r.long_threshold().is_some())
         })
-    }
-
-    /// Records `ids` (batch × step.len) in `cache` when the model needs them (LongRoPE).
-    pub(super) fn record_ids(&self, cache: &mut KvCache, step: &Step, ids: &[u32]) -> Result<()> {
-        if self.has_long_rope() {
-            cache.record_ids(step, ids)?;
-        }
-        Ok(())
     }
 
     /// Recomputes everything `cache` holds, with the rotary tables of lengths `after`, when a

@@ -555,7 +555,7 @@ impl DecoderModel {
         if let Some(c) = cache.as_deref_mut() {
             if self.has_long_rope() {
                 self.refill_if_crossing(c, &step.seq_lens())?;
-                self.record_ids(c, &step, &input_ids.flatten_all()?.to_vec1::<u32>()?)?;
+                c.record_ids(&step, &input_ids.flatten_all()?.to_vec1::<u32>()?)?;
             }
         }
         let lens = table_lens.map_or_else(|| step.seq_lens(), <[usize]>::to_vec);
