@@ -1,11 +1,11 @@
 //! Dense layer `y = x·Wᵀ + b` with HF weight layout (out_features, in_features). The weight is a
-//! float tensor or a quantized one (GGUF blocks, run by candle's `QMatMul` without dequantizing).
+//! float tensor or a quantized one (GGUF blocks, run by `ops::qmatmul` without dequantizing).
 //! A LoRA adapter may sit next to the frozen weight: `y += scale·(dropout(x)·Aᵀ)·Bᵀ`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Module, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,7 +16,10 @@ use crate::ops::frozen_matmul::{
     frozen_matmul, frozen_matmul_backward, frozen_matmul_untracked, FrozenWeight,
 };
 use crate::ops::grad::with_backward3;
-use crate::ops::{self, qmatmul::qmatmul};
+use crate::ops::{
+    self,
+    qmatmul::{qmatmul, QWeight},
+};
 
 /// The frozen base weight of a [`Linear`].
 #[derive(Clone, Debug)]
@@ -24,7 +27,7 @@ pub enum LinearWeight {
     /// (out, in) in the model's float dtype.
     Dense(Tensor),
     /// (out, in) quantized; activations go through it in f32.
-    Quantized(QMatMul),
+    Quantized(QWeight),
 }
 
 /// Switches shared by every adapter of one model: training mode (dropout on) and the dropout
@@ -230,8 +233,7 @@ impl Linear {
     pub fn dims(&self) -> Result<(usize, usize)> {
         match &self.weight {
             LinearWeight::Dense(w) => w.dims2(),
-            LinearWeight::Quantized(QMatMul::QTensor(q)) => q.shape().dims2(),
-            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.dims2(),
+            LinearWeight::Quantized(q) => q.dims(),
         }
     }
 
@@ -239,8 +241,7 @@ impl Linear {
     pub fn dense_weight(&self) -> Result<Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) => Ok(w.clone()),
-            LinearWeight::Quantized(QMatMul::QTensor(q)) => q.dequantize(&q.device()),
-            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => Ok(w.clone()),
+            LinearWeight::Quantized(q) => q.dequantize(),
         }
     }
 
@@ -312,10 +313,7 @@ impl Linear {
         let xd = x.detach();
         let frozen = match &self.weight {
             LinearWeight::Dense(w) => FrozenWeight::Dense(w.clone()),
-            LinearWeight::Quantized(QMatMul::QTensor(q)) => FrozenWeight::Quantized(q.clone()),
-            LinearWeight::Quantized(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
-                FrozenWeight::Dense(w.clone())
-            }
+            LinearWeight::Quantized(q) => q.frozen(),
         };
         let base = match (&self.weight, xd.device().is_cuda()) {
             // cuBLASLt with the bias in its epilogue.
@@ -361,17 +359,15 @@ impl Linear {
 
     /// `x·Wᵀ` for x (rows, in). When `x` is part of a tracked graph (an adapter below this layer
     /// is training) and the weight is frozen, [`frozen_matmul`] passes the gradient to `x` only.
-    /// A quantized weight otherwise runs through `QMatMul`, which passes no gradient to `x` in
-    /// candle 0.11.1 (`apply_op1_no_bwd`), so when tracking it is dequantized on the fly there.
+    /// A quantized weight's kernels (wick's and candle's `QMatMul`, `apply_op1_no_bwd` in candle
+    /// 0.11.1) pass no gradient to `x`, so when tracking it is dequantized on the fly there.
     fn base_forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
             LinearWeight::Dense(w) if x.track_op() && !w.track_op() => {
                 frozen_matmul(x, &FrozenWeight::Dense(w.clone()))
             }
             LinearWeight::Dense(w) => x.matmul(&w.t()?),
-            LinearWeight::Quantized(QMatMul::QTensor(q)) if x.track_op() => {
-                frozen_matmul(x, &FrozenWeight::Quantized(q.clone()))
-            }
+            LinearWeight::Quantized(q) if x.track_op() => frozen_matmul(x, &q.frozen()),
             LinearWeight::Quantized(q) => ops::qmatmul::forward(q, x),
         }
     }

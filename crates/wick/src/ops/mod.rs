@@ -12,6 +12,7 @@ pub mod grad;
 pub mod layer_norm;
 pub mod linear;
 pub mod qmatmul;
+pub mod quant_cpu;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;

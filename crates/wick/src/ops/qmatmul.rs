@@ -3,107 +3,210 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
+use half::f16;
 
+use crate::ops::frozen_matmul::FrozenWeight;
+use crate::ops::quant_cpu::PackedWeight;
+
+const Q4_0_BLOCK: usize = 18;
 const Q5_0_BLOCK: usize = 22;
-const Q8_0_BLOCK: usize = 34;
 
-/// Prepares `w` for the device's kernels. On the CPU, candle 0.11.1 runs Q4_1/Q5_0/Q5_1 through
-/// scalar dot products while Q8_0 has SIMD and repacked kernels. A Q5_0 block (`d`, 32 values
-/// `d * (q - 16)` with q in 0..32) is exactly a Q8_0 block with the same `d` and the integers
-/// `q - 16`, so it is transcoded losslessly. Q4_1 and Q5_1 (`d * q + m`) have no exact Q8_0
-/// form; running them as stored is 20x slower, so they are re-quantized to Q8_0, which moves
-/// SmolLM2-135M's Q4_1 perplexity 1.7% from llama.cpp's (an exact fast path, Q8_0 integers plus
-/// a block-minimum term, is the known fix: BENCHMARKS.md).
-pub fn qmatmul(w: Arc<QTensor>) -> Result<QMatMul> {
-    if w.device().is_cpu() && w.dtype() == GgmlDType::Q5_0 && w.shape().elem_count() > 0 {
-        let q8 = q5_0_to_q8_0(&w.data()?);
-        let t = candle_core::quantized::ggml_file::qtensor_from_ggml(
-            GgmlDType::Q8_0,
-            &q8,
-            w.shape().dims().to_vec(),
-            &w.device(),
-        )?;
-        return QMatMul::from_qtensor(t);
-    }
-    let offset_type = matches!(w.dtype(), GgmlDType::Q4_1 | GgmlDType::Q5_1);
-    if w.device().is_cpu() && offset_type && w.shape().dims().last().is_some_and(|k| k % 32 == 0) {
-        let requantized = QTensor::quantize(&w.dequantize(&w.device())?, GgmlDType::Q8_0)?;
-        return QMatMul::from_qtensor(requantized);
-    }
-    QMatMul::from_arc(w)
+/// A quantized (out, in) weight prepared for the device's kernels.
+#[derive(Clone, Debug)]
+pub enum QWeight {
+    /// candle's kernels: every GPU, and the CPU types wick has no kernel of its own for.
+    Candle(QMatMul),
+    /// wick's CPU kernels ([`quant_cpu`]) on a repacked copy; `stored` is the tensor as loaded
+    /// (for dequantizing: training, merging, exporting).
+    Cpu {
+        packed: Arc<PackedWeight>,
+        stored: Arc<QTensor>,
+    },
 }
 
-/// Q5_0 blocks (`d: f16`, `qh: u32` high bits, 16 bytes of low nibbles) as Q8_0 blocks.
-fn q5_0_to_q8_0(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() / Q5_0_BLOCK * Q8_0_BLOCK);
-    for block in bytes.chunks_exact(Q5_0_BLOCK) {
-        out.extend_from_slice(&block[..2]);
-        let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
-        let qs = &block[6..];
-        // ggml's order: byte j's low nibble is value j, its high nibble value j + 16.
-        for half in 0..2 {
-            for (j, &b) in qs.iter().enumerate() {
-                let i = j + 16 * half;
-                let low = if half == 0 { b & 0xf } else { b >> 4 };
-                let high = ((qh >> i) & 1) as u8;
-                out.push(((low | (high << 4)) as i8 - 16) as u8);
+/// Prepares `w` for the device's kernels. On the CPU, wick's own kernels run Q4_1, Q5_1 and
+/// Q8_0 as stored. Q4_0 and Q5_0 (`d * (q - o)`, o = 8 or 16) are exactly Q4_1 and Q5_1 with
+/// the minimum `m = -o * d` (exact in f16), so they are transcoded losslessly onto those
+/// kernels. Other types run on candle's kernels.
+pub fn qmatmul(w: Arc<QTensor>) -> Result<QWeight> {
+    let dims = w.shape().dims2().ok().filter(|_| w.device().is_cpu());
+    let packed = match (dims, w.dtype()) {
+        (Some((n, k)), GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q8_0) => {
+            PackedWeight::pack(w.dtype(), &w.data()?, n, k)
+        }
+        (Some((n, k)), GgmlDType::Q4_0) => with_minimum(&w.data()?, Q4_0_BLOCK, 8.0)
+            .and_then(|q4_1| PackedWeight::pack(GgmlDType::Q4_1, &q4_1, n, k)),
+        (Some((n, k)), GgmlDType::Q5_0) => with_minimum(&w.data()?, Q5_0_BLOCK, 16.0)
+            .and_then(|q5_1| PackedWeight::pack(GgmlDType::Q5_1, &q5_1, n, k)),
+        _ => None,
+    };
+    Ok(match packed {
+        Some(packed) => QWeight::Cpu {
+            packed: Arc::new(packed),
+            stored: w,
+        },
+        None => QWeight::Candle(QMatMul::from_arc(w)?),
+    })
+}
+
+impl QWeight {
+    /// (out, in).
+    pub fn dims(&self) -> Result<(usize, usize)> {
+        match self {
+            QWeight::Candle(QMatMul::QTensor(q)) => q.shape().dims2(),
+            QWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.dims2(),
+            QWeight::Cpu { packed, .. } => Ok(packed.dims()),
+        }
+    }
+
+    /// The weight as a float (out, in) tensor.
+    pub fn dequantize(&self) -> Result<Tensor> {
+        match self {
+            QWeight::Candle(QMatMul::QTensor(q)) | QWeight::Cpu { stored: q, .. } => {
+                q.dequantize(&q.device())
+            }
+            QWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => Ok(w.clone()),
+        }
+    }
+
+    /// The same weight for [`frozen_matmul`](crate::ops::frozen_matmul), which dequantizes.
+    pub fn frozen(&self) -> FrozenWeight {
+        match self {
+            QWeight::Candle(QMatMul::QTensor(q)) | QWeight::Cpu { stored: q, .. } => {
+                FrozenWeight::Quantized(q.clone())
+            }
+            QWeight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => {
+                FrozenWeight::Dense(w.clone())
             }
         }
     }
-    out
+}
+
+/// Blocks of `d · (q - offset)` (Q4_0, Q5_0: `d: f16` first, then the integers) as the blocks
+/// of `d · q + m` with `m = -offset · d` (Q4_1, Q5_1: `m: f16` after `d`, the rest unchanged);
+/// None where `m` would overflow f16.
+fn with_minimum(bytes: &[u8], block: usize, offset: f32) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() / block * (block + 2));
+    for b in bytes.chunks_exact(block) {
+        let d = f16::from_le_bytes([b[0], b[1]]);
+        let m = f16::from_f32(-offset * d.to_f32());
+        if !m.is_finite() {
+            return None;
+        }
+        out.extend_from_slice(&b[..2]);
+        out.extend_from_slice(&m.to_le_bytes());
+        out.extend_from_slice(&b[2..]);
+    }
+    Some(out)
 }
 
 /// `x·Wᵀ` for any-rank `x` (…, in) through a prepared weight; quantized kernels take f32
 /// activations on every backend, so other dtypes round-trip through f32.
-pub fn forward(w: &QMatMul, x: &Tensor) -> Result<Tensor> {
+pub fn forward(w: &QWeight, x: &Tensor) -> Result<Tensor> {
     use candle_core::Module;
     let dtype = x.dtype();
-    w.forward(&x.to_dtype(candle_core::DType::F32)?.contiguous()?)?
-        .to_dtype(dtype)
+    let x32 = x.to_dtype(DType::F32)?.contiguous()?;
+    let y = match w {
+        QWeight::Candle(q) => q.forward(&x32)?,
+        QWeight::Cpu { packed, .. } => {
+            let (n, k) = packed.dims();
+            let mut dims = x32.dims().to_vec();
+            match dims.last_mut() {
+                Some(last) if *last == k => *last = n,
+                _ => candle_core::bail!(
+                    "quantized matmul: input {:?} for a ({n}, {k}) weight",
+                    x32.dims()
+                ),
+            }
+            let y = {
+                let (storage, layout) = x32.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    candle_core::bail!("quantized matmul: a CPU weight with a non-CPU input")
+                };
+                let xs = &cpu.as_slice::<f32>()?[layout.start_offset()..][..x32.elem_count()];
+                packed.matmul(xs)
+            };
+            Tensor::from_vec(y, dims, &Device::Cpu)?
+        }
+    };
+    y.to_dtype(dtype)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use crate::ops::quant_cpu::Format;
 
     #[test]
-    fn q5_0_transcodes_to_q8_0_exactly() -> Result<()> {
+    fn q4_0_and_q5_0_transcode_to_blocks_with_a_minimum_exactly() -> Result<()> {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (37, 256), &dev)?;
-        let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q5_0)?);
-        let QMatMul::QTensor(fast) = qmatmul(q.clone())? else {
-            panic!("not kept quantized")
-        };
-        assert_eq!(fast.dtype(), GgmlDType::Q8_0);
-        let (a, b) = (fast.dequantize(&dev)?, q.dequantize(&dev)?);
-        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        assert_eq!(diff, 0.0, "Q5_0 as Q8_0: max abs diff {diff}");
+        for (from, block, offset, to) in [
+            (GgmlDType::Q4_0, Q4_0_BLOCK, 8.0, GgmlDType::Q4_1),
+            (GgmlDType::Q5_0, Q5_0_BLOCK, 16.0, GgmlDType::Q5_1),
+        ] {
+            let q = QTensor::quantize(&w, from)?;
+            let bytes = with_minimum(&q.data()?, block, offset).expect("no overflow");
+            let as_min = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                to,
+                &bytes,
+                vec![37, 256],
+                &dev,
+            )?;
+            let (a, b) = (as_min.dequantize(&dev)?, q.dequantize(&dev)?);
+            let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{from:?} as {to:?}: max abs diff {diff}");
+        }
         Ok(())
     }
 
     #[test]
-    fn k_quants_run_as_stored_and_offset_types_as_q8_0() -> Result<()> {
+    fn each_type_runs_on_the_expected_kernel() -> Result<()> {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (37, 256), &dev)?;
-        for (dtype, runs_as) in [
-            (GgmlDType::Q4_1, GgmlDType::Q8_0),
-            (GgmlDType::Q5_1, GgmlDType::Q8_0),
-            (GgmlDType::Q4K, GgmlDType::Q4K),
+        for (dtype, wick_kernel) in [
+            (GgmlDType::Q4_1, Some(Format::Q4_1)),
+            (GgmlDType::Q8_0, Some(Format::Q8_0)),
+            (GgmlDType::Q4_0, Some(Format::Q4_1)),
+            (GgmlDType::Q5_0, Some(Format::Q5_1)),
+            (GgmlDType::Q5_1, Some(Format::Q5_1)),
+            (GgmlDType::Q4K, None),
         ] {
             let q = Arc::new(QTensor::quantize(&w, dtype)?);
-            let QMatMul::QTensor(kept) = qmatmul(q)? else {
-                panic!("{dtype:?} not kept quantized")
-            };
-            assert_eq!(kept.dtype(), runs_as, "{dtype:?}");
+            match (qmatmul(q)?, wick_kernel) {
+                (QWeight::Cpu { packed, stored }, Some(f)) => {
+                    assert_eq!((packed.format(), stored.dtype()), (f, dtype))
+                }
+                (QWeight::Candle(QMatMul::QTensor(kept)), None) => assert_eq!(kept.dtype(), dtype),
+                (other, _) => panic!("{dtype:?} prepared as {other:?}"),
+            }
         }
-        let x = Tensor::randn(0f32, 1.0, (5, 256), &dev)?;
+        Ok(())
+    }
+
+    /// wick's Q4_1 kernel through `forward`: any-rank input, bf16 in and out, and the same
+    /// product as candle's own (scalar, Q8_1-activation) Q4_1 kernel.
+    #[test]
+    fn q4_1_forward_matches_candles_kernel() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (37, 256), &dev)?;
+        let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q4_1)?);
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 256), &dev)?;
+        let ours = forward(&qmatmul(q.clone())?, &x)?;
+        let candles = forward(&QWeight::Candle(QMatMul::from_arc(q)?), &x)?;
+        assert_eq!(ours.dims(), &[2, 3, 37]);
+        let scale = candles.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (ours - &candles)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(
+            diff / scale < 1e-2,
+            "wick vs candle Q4_1: max abs {diff}, scale {scale}"
+        );
         let half = forward(
-            &qmatmul(Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0)?))?,
+            &qmatmul(Arc::new(QTensor::quantize(&w, GgmlDType::Q4_1)?))?,
             &x.to_dtype(DType::BF16)?,
         )?;
-        assert_eq!((half.dims(), half.dtype()), (&[5, 37][..], DType::BF16));
+        assert_eq!((half.dims(), half.dtype()), (&[2, 3, 37][..], DType::BF16));
         Ok(())
     }
 }
