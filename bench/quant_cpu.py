@@ -178,12 +178,31 @@ def llama_bench(path):
 
 def prompt_of(n):
     """A prompt of about n tokens: the text's first n tokens by the GGUF's tokenizer in
-    transformers, decoded back (wick's stats line reports what it counted)."""
-    from transformers import AutoTokenizer
+    transformers, decoded back (wick's stats line reports what it counted). Without PyTorch
+    (transformers reads GGUF files through it), the longest whole-line prefix of the text that
+    llama.cpp's llama-tokenize counts at most n tokens."""
+    try:
+        from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(SOURCE.parent, gguf_file=SOURCE.name)
+        tok = AutoTokenizer.from_pretrained(SOURCE.parent, gguf_file=SOURCE.name)
+    except (ImportError, ModuleNotFoundError):
+        return prompt_by_llama_tokenize(n)
     ids = tok(TEXT.read_text(), add_special_tokens=False)["input_ids"][:n]
     return tok.decode(ids)
+
+
+def prompt_by_llama_tokenize(n):
+    def count(text):
+        cmd = [LLAMA_BIN / "llama-tokenize", "-m", SOURCE, "-p", text, "--ids", "--log-disable",
+               "--no-bos"]  # fmt: skip
+        return len(json.loads(run(cmd).stdout.strip().splitlines()[-1]))
+
+    lines = TEXT.read_text().splitlines(keepends=True)
+    lo, hi = 1, len(lines)  # the longest prefix of lines with count <= n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if count("".join(lines[:mid])) <= n else (lo, mid - 1)
+    return "".join(lines[:lo])
 
 
 def wick_speed(path, prompt, runs=3):

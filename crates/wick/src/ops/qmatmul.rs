@@ -4,20 +4,16 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Result, Tensor};
-use half::f16;
 
 use crate::ops::frozen_matmul::FrozenWeight;
 use crate::ops::quant_cpu::PackedWeight;
-
-const Q4_0_BLOCK: usize = 18;
-const Q5_0_BLOCK: usize = 22;
 
 /// A quantized (out, in) weight prepared for the device's kernels.
 #[derive(Clone, Debug)]
 pub enum QWeight {
     /// candle's kernels: every GPU, and the CPU types wick has no kernel of its own for.
     Candle(QMatMul),
-    /// wick's CPU kernels ([`quant_cpu`]) on a repacked copy; `stored` is the tensor as loaded
+    /// wick's CPU kernels ([`quant_cpu`](crate::ops::quant_cpu)) on a repacked copy; `stored` is the tensor as loaded
     /// (for dequantizing: training, merging, exporting).
     Cpu {
         packed: Arc<PackedWeight>,
@@ -25,20 +21,25 @@ pub enum QWeight {
     },
 }
 
-/// Prepares `w` for the device's kernels. On the CPU, wick's own kernels run Q4_1, Q5_1 and
-/// Q8_0 as stored. Q4_0 and Q5_0 (`d * (q - o)`, o = 8 or 16) are exactly Q4_1 and Q5_1 with
-/// the minimum `m = -o * d` (exact in f16), so they are transcoded losslessly onto those
-/// kernels. Other types run on candle's kernels.
+/// Types that wick's CPU kernels run, as stored or transcoded ([`transcode`](crate::ops::quant_cpu::transcode)).
+const WICK_CPU_TYPES: [GgmlDType; 7] = [
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q6K,
+];
+
+/// Prepares `w` for the device's kernels: on the CPU, wick's own kernels for the types in
+/// [`WICK_CPU_TYPES`]; candle's for the other types and on every GPU.
 pub fn qmatmul(w: Arc<QTensor>) -> Result<QWeight> {
     let dims = w.shape().dims2().ok().filter(|_| w.device().is_cpu());
-    let packed = match (dims, w.dtype()) {
-        (Some((n, k)), GgmlDType::Q4_1 | GgmlDType::Q5_1 | GgmlDType::Q8_0) => {
-            PackedWeight::pack(w.dtype(), &w.data()?, n, k)
+    let packed = match dims {
+        Some((n, k)) if WICK_CPU_TYPES.contains(&w.dtype()) => {
+            PackedWeight::from_gguf(w.dtype(), &w.data()?, n, k)
         }
-        (Some((n, k)), GgmlDType::Q4_0) => with_minimum(&w.data()?, Q4_0_BLOCK, 8.0)
-            .and_then(|q4_1| PackedWeight::pack(GgmlDType::Q4_1, &q4_1, n, k)),
-        (Some((n, k)), GgmlDType::Q5_0) => with_minimum(&w.data()?, Q5_0_BLOCK, 16.0)
-            .and_then(|q5_1| PackedWeight::pack(GgmlDType::Q5_1, &q5_1, n, k)),
         _ => None,
     };
     Ok(match packed {
@@ -83,24 +84,6 @@ impl QWeight {
     }
 }
 
-/// Blocks of `d · (q - offset)` (Q4_0, Q5_0: `d: f16` first, then the integers) as the blocks
-/// of `d · q + m` with `m = -offset · d` (Q4_1, Q5_1: `m: f16` after `d`, the rest unchanged);
-/// None where `m` would overflow f16.
-fn with_minimum(bytes: &[u8], block: usize, offset: f32) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() / block * (block + 2));
-    for b in bytes.chunks_exact(block) {
-        let d = f16::from_le_bytes([b[0], b[1]]);
-        let m = f16::from_f32(-offset * d.to_f32());
-        if !m.is_finite() {
-            return None;
-        }
-        out.extend_from_slice(&b[..2]);
-        out.extend_from_slice(&m.to_le_bytes());
-        out.extend_from_slice(&b[2..]);
-    }
-    Some(out)
-}
-
 /// `x·Wᵀ` for any-rank `x` (…, in) through a prepared weight; quantized kernels take f32
 /// activations on every backend, so other dtypes round-trip through f32.
 pub fn forward(w: &QWeight, x: &Tensor) -> Result<Tensor> {
@@ -139,29 +122,6 @@ mod tests {
     use crate::ops::quant_cpu::Format;
 
     #[test]
-    fn q4_0_and_q5_0_transcode_to_blocks_with_a_minimum_exactly() -> Result<()> {
-        let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (37, 256), &dev)?;
-        for (from, block, offset, to) in [
-            (GgmlDType::Q4_0, Q4_0_BLOCK, 8.0, GgmlDType::Q4_1),
-            (GgmlDType::Q5_0, Q5_0_BLOCK, 16.0, GgmlDType::Q5_1),
-        ] {
-            let q = QTensor::quantize(&w, from)?;
-            let bytes = with_minimum(&q.data()?, block, offset).expect("no overflow");
-            let as_min = candle_core::quantized::ggml_file::qtensor_from_ggml(
-                to,
-                &bytes,
-                vec![37, 256],
-                &dev,
-            )?;
-            let (a, b) = (as_min.dequantize(&dev)?, q.dequantize(&dev)?);
-            let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert_eq!(diff, 0.0, "{from:?} as {to:?}: max abs diff {diff}");
-        }
-        Ok(())
-    }
-
-    #[test]
     fn each_type_runs_on_the_expected_kernel() -> Result<()> {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (37, 256), &dev)?;
@@ -171,7 +131,9 @@ mod tests {
             (GgmlDType::Q4_0, Some(Format::Q4_1)),
             (GgmlDType::Q5_0, Some(Format::Q5_1)),
             (GgmlDType::Q5_1, Some(Format::Q5_1)),
-            (GgmlDType::Q4K, None),
+            (GgmlDType::Q4K, Some(Format::Q4_1)),
+            (GgmlDType::Q6K, Some(Format::Q8Halves)),
+            (GgmlDType::Q5K, None),
         ] {
             let q = Arc::new(QTensor::quantize(&w, dtype)?);
             match (qmatmul(q)?, wick_kernel) {

@@ -17,6 +17,14 @@ impl DecoderModel {
     /// `caches[i]` (a batch-1 cache, prefilled with [`DecoderModel::forward`]). Each row equals
     /// what a batch-1 `forward_last` on that sequence alone gives, up to float rounding.
     pub fn forward_decode(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        super::on_pool(&self.device, || self.forward_decode_on_pool(tokens, caches))
+    }
+
+    fn forward_decode_on_pool(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
         let n = tokens.len();
         if n == 0 || caches.len() != n {
             let msg = format!(
