@@ -128,8 +128,8 @@ mod tests {
         for (dtype, wick_kernel) in [
             (GgmlDType::Q4_1, Some(Format::Q4_1)),
             (GgmlDType::Q8_0, Some(Format::Q8_0)),
-            (GgmlDType::Q4_0, Some(Format::Q4_1)),
-            (GgmlDType::Q5_0, Some(Format::Q5_1)),
+            (GgmlDType::Q4_0, Some(Format::Q4_0)),
+            (GgmlDType::Q5_0, Some(Format::Q5_0)),
             (GgmlDType::Q5_1, Some(Format::Q5_1)),
             (GgmlDType::Q4K, Some(Format::Q4_1)),
             (GgmlDType::Q6K, Some(Format::Q8Halves)),

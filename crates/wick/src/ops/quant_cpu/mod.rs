@@ -15,7 +15,9 @@
 //! row while its weights are in L1, [`PREFILL_ROWS`] rows per pass in prefill.
 
 pub mod acts;
+pub mod q4_0;
 pub mod q4_1;
+pub mod q5_0;
 pub mod q5_1;
 pub mod q8_0;
 pub mod q8_halves;
@@ -48,6 +50,9 @@ pub trait Packing {
     /// Whether values 16..32 of a block have their own scale (stored like `m`, at bytes
     /// 16..32; `d` then scales values 0..16 only).
     const HALF_SCALES: bool = false;
+    /// Blocks of `d·(q - OFFSET)` (Q4_0, Q5_0) keep q unsigned for the byte products and
+    /// subtract `OFFSET·d·Σx` per block; 0 for the other types.
+    const OFFSET: i32 = 0;
     /// Writes row `r`'s values (not its scales) from a stored block into a group-block.
     fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize);
     /// The integer q of value `j` of row `r` in a group-block.
@@ -100,6 +105,9 @@ pub unsafe fn group_portable<P: Packing, const C: usize>(
                 }
                 if P::HAS_MIN {
                     *out += half(16 + 2 * r) * sx;
+                }
+                if P::OFFSET != 0 {
+                    *out -= P::OFFSET as f32 * half(2 * r) * sx;
                 }
             }
         }
@@ -187,11 +195,20 @@ macro_rules! x86_group_kernel {
                         if <$p as Packing>::HAS_MIN {
                             mins[c] = _mm256_fmadd_ps(m, _mm256_set1_ps(sx), mins[c]);
                         }
+                        // Σ d·sx, times -OFFSET at the end.
+                        if <$p as Packing>::OFFSET != 0 {
+                            mins[c] = _mm256_fmadd_ps(d, _mm256_set1_ps(sx), mins[c]);
+                        }
                     }
                 }
+                let minus_offset = _mm256_set1_ps(-(<$p as Packing>::OFFSET as f32));
                 let mut out = [[0f32; ROWS]; C];
                 for c in 0..C {
-                    _mm256_storeu_ps(out[c].as_mut_ptr(), _mm256_add_ps(acc[c], mins[c]));
+                    let total = match <$p as Packing>::OFFSET {
+                        0 => _mm256_add_ps(acc[c], mins[c]),
+                        _ => _mm256_fmadd_ps(minus_offset, mins[c], acc[c]),
+                    };
+                    _mm256_storeu_ps(out[c].as_mut_ptr(), total);
                 }
                 out
             }
@@ -248,7 +265,9 @@ pub(crate) use kernels_for;
 /// Block formats with a wick kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    Q4_0,
     Q4_1,
+    Q5_0,
     Q5_1,
     Q8_0,
     /// wick's own: see [`q8_halves`].
@@ -264,7 +283,9 @@ type KernelPair = (GroupKernel<1>, GroupKernel<PREFILL_ROWS>);
 impl Format {
     fn group_block(self) -> usize {
         match self {
+            Format::Q4_0 => q4_0::Q4_0::GROUP_BLOCK,
             Format::Q4_1 => q4_1::Q4_1::GROUP_BLOCK,
+            Format::Q5_0 => q5_0::Q5_0::GROUP_BLOCK,
             Format::Q5_1 => q5_1::Q5_1::GROUP_BLOCK,
             Format::Q8_0 => q8_0::Q8_0::GROUP_BLOCK,
             Format::Q8Halves => q8_halves::Q8Halves::GROUP_BLOCK,
@@ -274,7 +295,9 @@ impl Format {
     /// Bytes of one stored block, and the function that packs them.
     fn stored_block_and_packer(self) -> (usize, Packer) {
         match self {
+            Format::Q4_0 => (q4_0::Q4_0::STORED_BLOCK, pack::<q4_0::Q4_0>),
             Format::Q4_1 => (q4_1::Q4_1::STORED_BLOCK, pack::<q4_1::Q4_1>),
+            Format::Q5_0 => (q5_0::Q5_0::STORED_BLOCK, pack::<q5_0::Q5_0>),
             Format::Q5_1 => (q5_1::Q5_1::STORED_BLOCK, pack::<q5_1::Q5_1>),
             Format::Q8_0 => (q8_0::Q8_0::STORED_BLOCK, pack::<q8_0::Q8_0>),
             Format::Q8Halves => (q8_halves::STORED_BLOCK, pack::<q8_halves::Q8Halves>),
@@ -284,7 +307,9 @@ impl Format {
     /// The best kernels this CPU runs.
     fn kernels(self) -> KernelPair {
         match self {
+            Format::Q4_0 => (q4_0::kernel(), q4_0::kernel()),
             Format::Q4_1 => (q4_1::kernel(), q4_1::kernel()),
+            Format::Q5_0 => (q5_0::kernel(), q5_0::kernel()),
             Format::Q5_1 => (q5_1::kernel(), q5_1::kernel()),
             Format::Q8_0 => (q8_0::kernel(), q8_0::kernel()),
             Format::Q8Halves => (q8_halves::kernel(), q8_halves::kernel()),
@@ -296,7 +321,9 @@ impl Format {
             (group_portable::<P, 1>, group_portable::<P, PREFILL_ROWS>)
         }
         match self {
+            Format::Q4_0 => pair::<q4_0::Q4_0>(),
             Format::Q4_1 => pair::<q4_1::Q4_1>(),
+            Format::Q5_0 => pair::<q5_0::Q5_0>(),
             Format::Q5_1 => pair::<q5_1::Q5_1>(),
             Format::Q8_0 => pair::<q8_0::Q8_0>(),
             Format::Q8Halves => pair::<q8_halves::Q8Halves>(),
@@ -328,8 +355,8 @@ impl PackedWeight {
             GgmlDType::Q4_1 => (Format::Q4_1, std::borrow::Cow::Borrowed(stored)),
             GgmlDType::Q5_1 => (Format::Q5_1, stored.into()),
             GgmlDType::Q8_0 => (Format::Q8_0, stored.into()),
-            GgmlDType::Q4_0 => (Format::Q4_1, with_minimum(stored, Q4_0_BLOCK, 8.0)?.into()),
-            GgmlDType::Q5_0 => (Format::Q5_1, with_minimum(stored, Q5_0_BLOCK, 16.0)?.into()),
+            GgmlDType::Q4_0 => (Format::Q4_0, stored.into()),
+            GgmlDType::Q5_0 => (Format::Q5_0, stored.into()),
             GgmlDType::Q4K => (Format::Q4_1, q4_k_as_q4_1(stored)?.into()),
             GgmlDType::Q6K => (Format::Q8Halves, q6_k_as_q8_halves(stored)?.into()),
             _ => return None,
@@ -454,7 +481,9 @@ mod tests {
         let dev = Device::Cpu;
         let cases = [(37, 256, 5), (4, 32, 1), (130, 576, 2), (9, 96, 3)];
         let types = [
+            GgmlDType::Q4_0,
             GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
             GgmlDType::Q5_1,
             GgmlDType::Q8_0,
             GgmlDType::Q4K,
@@ -529,7 +558,9 @@ mod tests {
         let mut ran = 0;
         // One type per format.
         for dtype in [
+            GgmlDType::Q4_0,
             GgmlDType::Q4_1,
+            GgmlDType::Q5_0,
             GgmlDType::Q5_1,
             GgmlDType::Q8_0,
             GgmlDType::Q6K,
@@ -539,6 +570,14 @@ mod tests {
                     .expect("packs");
             let spec = packed.matmul_quantized(&acts, packed.format.portable());
             let kernels: [(&str, bool, KernelPair); 2] = match packed.format {
+                Format::Q4_0 => [
+                    ("avx2", base, (q4_0::group_avx2, q4_0::group_avx2)),
+                    ("avxvnni", vnni, (q4_0::group_avxvnni, q4_0::group_avxvnni)),
+                ],
+                Format::Q5_0 => [
+                    ("avx2", base, (q5_0::group_avx2, q5_0::group_avx2)),
+                    ("avxvnni", vnni, (q5_0::group_avxvnni, q5_0::group_avxvnni)),
+                ],
                 Format::Q4_1 => [
                     ("avx2", base, (q4_1::group_avx2, q4_1::group_avx2)),
                     ("avxvnni", vnni, (q4_1::group_avxvnni, q4_1::group_avxvnni)),

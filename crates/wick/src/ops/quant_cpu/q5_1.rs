@@ -39,7 +39,10 @@ impl Packing for Q5_1 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn fifth_bits(qh: std::arch::x86_64::__m256i, t: usize) -> std::arch::x86_64::__m256i {
+pub(super) unsafe fn fifth_bits(
+    qh: std::arch::x86_64::__m256i,
+    t: usize,
+) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
     // Bits 4t..4t+4 of each lane are in its byte t / 2: copy that byte to the lane's 4 bytes
     // (the shuffle indexes within each 128-bit half, 4 lanes per half)...

@@ -1,6 +1,5 @@
 //! GGUF block types rewritten as blocks of a type with a kernel, once at load.
 //!
-//! - Q4_0 / Q5_0 (`d·(q - o)`, o = 8 or 16) are Q4_1 / Q5_1 with `m = -o·d`: exact in f16.
 //! - Q4_K (super-blocks of 256: eight 32-value sub-blocks `d·sc·q - dmin·mn`, 6-bit `sc`, `mn`)
 //!   is eight Q4_1 blocks with `d' = d·sc`, `m' = -dmin·mn`. Those products are exact in f32
 //!   (as ggml computes them) but rounded to f16 here: each value moves by at most 2⁻¹¹ of its
@@ -15,8 +14,6 @@ use half::f16;
 
 use super::q8_halves;
 
-pub const Q4_0_BLOCK: usize = 18;
-pub const Q5_0_BLOCK: usize = 22;
 pub const Q4_K_BLOCK: usize = 144;
 pub const Q6_K_BLOCK: usize = 210;
 
@@ -28,18 +25,6 @@ fn half(b: &[u8], at: usize) -> f32 {
 fn to_half(v: f32) -> Option<[u8; 2]> {
     let h = f16::from_f32(v);
     h.is_finite().then(|| h.to_le_bytes())
-}
-
-/// Blocks of `d · (q - offset)` (Q4_0, Q5_0: `d: f16` first, then the integers) as the blocks
-/// of `d · q + m` with `m = -offset · d` (Q4_1, Q5_1: `m: f16` after `d`, the rest unchanged).
-pub fn with_minimum(bytes: &[u8], block: usize, offset: f32) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len() / block * (block + 2));
-    for b in bytes.chunks_exact(block) {
-        out.extend_from_slice(&b[..2]);
-        out.extend_from_slice(&to_half(-offset * half(b, 0))?);
-        out.extend_from_slice(&b[2..]);
-    }
-    Some(out)
 }
 
 /// Sub-block j's 6-bit scale and minimum from a Q4_K block's 12 packed bytes.
@@ -118,10 +103,8 @@ mod tests {
         let dev = Device::Cpu;
         let (n, k) = (37, 512);
         let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
-        // Q4_0 / Q5_0 exactly; the K-quants within the f16 rounding of their sub-block scales.
+        // Within the f16 rounding of their sub-block scales.
         for (dtype, rel) in [
-            (GgmlDType::Q4_0, 0.0),
-            (GgmlDType::Q5_0, 0.0),
             (GgmlDType::Q4K, 1.0 / 1024.0),
             (GgmlDType::Q6K, 1.0 / 1024.0),
         ] {
@@ -149,13 +132,5 @@ mod tests {
             );
         }
         Ok(())
-    }
-
-    #[test]
-    fn a_scale_that_overflows_f16_keeps_the_stored_type() {
-        // Q4_0 block with d = 65504 (f16 max): m = -8·d overflows.
-        let mut block = [0u8; super::Q4_0_BLOCK];
-        block[..2].copy_from_slice(&half::f16::MAX.to_le_bytes());
-        assert!(super::with_minimum(&block, super::Q4_0_BLOCK, 8.0).is_none());
     }
 }

@@ -1,0 +1,33 @@
+//! Q4_0 (`w = d·(q - 8)`, q in 0..16, 32 values per block, `d` f16) against 8-bit
+//! activations: `Σ w·x = d·dx·Σ q·qx - 8·d·sx` per block, q kept unsigned for the byte
+//! products ([`Packing::OFFSET`]).
+//!
+//! Group-block: `[d0..d7: f16][4 × 32 bytes of nibbles as Q4_1's]` (144 bytes, as few as
+//! stored: 4.5 bits per weight).
+
+use super::{Packing, ROWS};
+
+pub struct Q4_0;
+
+impl Packing for Q4_0 {
+    const STORED_BLOCK: usize = 18;
+    const GROUP_BLOCK: usize = 16 + ROWS * 16;
+    const HAS_MIN: bool = false;
+    const OFFSET: i32 = 8;
+
+    fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize) {
+        for u in 0..4 {
+            group_block[16 + 32 * u + 4 * r..][..4].copy_from_slice(&stored[2 + 4 * u..][..4]);
+        }
+    }
+
+    fn value(group_block: &[u8], r: usize, j: usize) -> i32 {
+        let byte = group_block[16 + 32 * (j % 16 / 4) + 4 * r + j % 4];
+        (if j < 16 { byte & 0xf } else { byte >> 4 }) as i32
+    }
+}
+
+super::kernels_for!(Q4_0, |blk, u| {
+    let [lo, hi] = super::q4_1::nibbles(blk.add(16 + 32 * u));
+    [(lo, None), (hi, None)]
+});
