@@ -13,7 +13,8 @@ K-quant:
   (default 256): `wick perplexity --model F --file TEXT --ctx N` and
   `llama-perplexity -m F -f TEXT -c N -t 2` (llama.cpp's method, which wick's follows: chunks of N
   tokens, the second half of each scored). Both print `PPL = value +/- stderr`; the table shows
-  wick's relative difference.
+  wick's relative difference, and both programs' difference from exact math on the file's
+  values (`wick perplexity --dtype f32`: the weights dequantized, no activation rounding).
 - speed, 2 threads: llama.cpp `llama-bench -m F -t 2 -p 128 -n 32 -r 3` (pp128: a 128-token
   prompt from an empty cache; tg32: 32 tokens generated from an empty cache) and
   `wick generate --model F --temperature 0 --max-tokens 32 --logit-bias 2=-inf PROMPT` with a
@@ -118,6 +119,8 @@ def tiny_model(models, name):
 
 
 def tiny_quantized(models, name, t):
+    if t == "F32":
+        return tiny_model(models, name)
     path = models / f"{name}_256-{t}.gguf"
     if not path.exists():
         run([LLAMA_BIN / "llama-quantize", "--pure", tiny_model(models, name), path, t, THREADS])
@@ -138,8 +141,8 @@ def wick_env():
     return env
 
 
-def wick_ppl(path, ctx):
-    cmd = [BINARY, "perplexity", "--model", path, "--file", TEXT, "--ctx", ctx]
+def wick_ppl(path, ctx, *extra):
+    cmd = [BINARY, "perplexity", "--model", path, "--file", TEXT, "--ctx", ctx, *extra]
     t0 = time.perf_counter()
     p = run(cmd, env=wick_env())
     m = PPL_RE.search(p.stdout)
@@ -263,6 +266,12 @@ def main():
         r["wick"] = wick_ppl(path, args.ctx)
         r["llama"] = llama_ppl(path, args.ctx)
         r["ppl_rel_diff"] = r["wick"]["ppl"] / r["llama"]["ppl"] - 1
+        # Exact math on the file's values (dequantized, no activation rounding): how far each
+        # program's quantized path is from it.
+        r["wick_f32"] = wick_ppl(path, args.ctx, "--dtype", "f32")
+        exact = r["wick_f32"]["ppl"]
+        r["wick_vs_exact"] = r["wick"]["ppl"] / exact - 1
+        r["llama_vs_exact"] = r["llama"]["ppl"] / exact - 1
         speed = not args.skip_speed and t == key  # tiny models: perplexity only
         if speed:
             r["wick_speed"] = wick_speed(path, prompt)
@@ -271,7 +280,9 @@ def main():
         results[key] = r
         line = (f"{key}: wick PPL {r['wick']['ppl']:.4f} +/- {r['wick']['stderr']:.4f}, llama.cpp "
                 f"{r['llama']['ppl']:.4f} +/- {r['llama']['stderr']:.4f} "
-                f"({100 * r['ppl_rel_diff']:+.2f}%)")  # fmt: skip
+                f"({100 * r['ppl_rel_diff']:+.2f}%); exact (wick f32) {r['wick_f32']['ppl']:.4f}: "
+                f"wick {100 * r['wick_vs_exact']:+.2f}%, llama.cpp "
+                f"{100 * r['llama_vs_exact']:+.2f}%")  # fmt: skip
         if speed:
             line += (f"; prefill wick {r['wick_speed']['prefill_tok_s']:.1f} / llama.cpp "
                      f"{r['llama_speed']['prefill_tok_s']:.1f} tok/s, decode wick "
@@ -296,8 +307,9 @@ def main():
     (OUT / "quant_cpu.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n{report['cpu']}, {THREADS} threads, ctx {args.ctx}, {report['text']}, commit "
           f"{report['git_commit']}{' (dirty)' if report['git_dirty'] else ''}, {report['date']}\n")
-    head = "| type | stored types | wick PPL | llama.cpp PPL | diff |"
-    sep = "|---|---|---:|---:|---:|"
+    head = ("| type | stored types | wick PPL | llama.cpp PPL | wick vs llama.cpp | exact "
+            "(wick f32) | wick vs exact | llama.cpp vs exact |")  # fmt: skip
+    sep = "|---|---|---:|---:|---:|---:|---:|---:|"
     if not args.skip_speed:
         head += " prefill wick / llama.cpp tok/s | decode wick / llama.cpp tok/s |"
         sep += "---:|---:|"
@@ -306,7 +318,8 @@ def main():
         census = ", ".join(f"{k} {v}" for k, v in sorted(r["types"].items(), key=lambda kv: -kv[1]))
         row = (f"| {t} | {census} | {r['wick']['ppl']:.4f} ± {r['wick']['stderr']:.4f} "
                f"| {r['llama']['ppl']:.4f} ± {r['llama']['stderr']:.4f} "
-               f"| {100 * r['ppl_rel_diff']:+.2f}% |")  # fmt: skip
+               f"| {100 * r['ppl_rel_diff']:+.2f}% | {r['wick_f32']['ppl']:.4f} "
+               f"| {100 * r['wick_vs_exact']:+.2f}% | {100 * r['llama_vs_exact']:+.2f}% |")  # fmt: skip
         if "wick_speed" in r:
             w, ll = r["wick_speed"], r["llama_speed"]
             row += (f" {w['prefill_tok_s']:.0f} / {ll['prefill_tok_s']:.0f} "

@@ -608,7 +608,6 @@ enum Rows<'a> {
     At(&'a Tensor),
 }
 
-/// `model.layers.{layer}.self_attn.q_proj` / `model.layers.{layer}.mlp.gate_proj`.
 /// Runs `f` on a worker of rayon's pool when the model is on the CPU. Each kernel's parallel
 /// loop then starts from a worker; started from outside the pool, every one of a decode step's
 /// ~200 loops would wake the pool and put the caller to sleep (two context switches each,
@@ -620,6 +619,7 @@ pub(super) fn on_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) ->
     }
 }
 
+/// `model.layers.{layer}.self_attn.q_proj` / `model.layers.{layer}.mlp.gate_proj`.
 fn module_path(layer: usize, projection: &str) -> String {
     let block = match projection {
         "gate_proj" | "up_proj" | "down_proj" | "gate_up_proj" => "mlp",
