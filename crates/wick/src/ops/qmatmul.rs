@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Result, Tensor};
 
 use crate::ops::frozen_matmul::FrozenWeight;
-use crate::ops::quant_cpu::PackedWeight;
+use crate::ops::quant_cpu::{PackedWeight, GGUF_TYPES};
 
 /// A quantized (out, in) weight prepared for the device's kernels.
 #[derive(Clone, Debug)]
@@ -21,23 +21,12 @@ pub enum QWeight {
     },
 }
 
-/// Types that wick's CPU kernels run, as stored or transcoded ([`transcode`](crate::ops::quant_cpu::transcode)).
-const WICK_CPU_TYPES: [GgmlDType; 7] = [
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q5_1,
-    GgmlDType::Q8_0,
-    GgmlDType::Q4K,
-    GgmlDType::Q6K,
-];
-
 /// Prepares `w` for the device's kernels: on the CPU, wick's own kernels for the types in
-/// [`WICK_CPU_TYPES`]; candle's for the other types and on every GPU.
+/// [`GGUF_TYPES`]; candle's for the other types and on every GPU.
 pub fn qmatmul(w: Arc<QTensor>) -> Result<QWeight> {
     let dims = w.shape().dims2().ok().filter(|_| w.device().is_cpu());
     let packed = match dims {
-        Some((n, k)) if WICK_CPU_TYPES.contains(&w.dtype()) => {
+        Some((n, k)) if GGUF_TYPES.contains(&w.dtype()) => {
             PackedWeight::from_gguf(w.dtype(), &w.data()?, n, k)
         }
         _ => None,
@@ -120,6 +109,7 @@ pub fn forward(w: &QWeight, x: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::ops::quant_cpu::Format;
+    use candle_core::quantized::GgmlDType;
 
     #[test]
     fn each_type_runs_on_the_expected_kernel() -> Result<()> {

@@ -262,6 +262,18 @@ macro_rules! kernels_for {
 }
 pub(crate) use kernels_for;
 
+/// GGUF types these kernels run, as stored or transcoded ([`transcode`]): the ones
+/// [`PackedWeight::from_gguf`] packs.
+pub const GGUF_TYPES: [GgmlDType; 7] = [
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q6K,
+];
+
 /// Block formats with a wick kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

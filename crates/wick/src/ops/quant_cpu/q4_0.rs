@@ -16,14 +16,11 @@ impl Packing for Q4_0 {
     const OFFSET: i32 = 8;
 
     fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize) {
-        for u in 0..4 {
-            group_block[16 + 32 * u + 4 * r..][..4].copy_from_slice(&stored[2 + 4 * u..][..4]);
-        }
+        super::q4_1::pack_nibbles(&stored[2..18], &mut group_block[16..], r);
     }
 
     fn value(group_block: &[u8], r: usize, j: usize) -> i32 {
-        let byte = group_block[16 + 32 * (j % 16 / 4) + 4 * r + j % 4];
-        (if j < 16 { byte & 0xf } else { byte >> 4 }) as i32
+        super::q4_1::nibble(&group_block[16..], r, j) as i32
     }
 }
 

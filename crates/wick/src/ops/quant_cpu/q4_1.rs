@@ -16,14 +16,28 @@ impl Packing for Q4_1 {
     const HAS_MIN: bool = true;
 
     fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize) {
-        for u in 0..4 {
-            group_block[32 + 32 * u + 4 * r..][..4].copy_from_slice(&stored[4 + 4 * u..][..4]);
-        }
+        pack_nibbles(&stored[4..20], &mut group_block[32..], r);
     }
 
     fn value(group_block: &[u8], r: usize, j: usize) -> i32 {
-        let byte = group_block[32 + 32 * (j % 16 / 4) + 4 * r + j % 4];
-        (if j < 16 { byte & 0xf } else { byte >> 4 }) as i32
+        nibble(&group_block[32..], r, j) as i32
+    }
+}
+
+/// Writes row `r`'s 16 stored nibble bytes into the 4 × 32 bytes at `qs` (lane r of each).
+pub(super) fn pack_nibbles(stored_qs: &[u8], qs: &mut [u8], r: usize) {
+    for u in 0..4 {
+        qs[32 * u + 4 * r..][..4].copy_from_slice(&stored_qs[4 * u..][..4]);
+    }
+}
+
+/// Value `j` of row `r` in the 4 × 32 nibble bytes at `qs`.
+pub(super) fn nibble(qs: &[u8], r: usize, j: usize) -> u8 {
+    let byte = qs[32 * (j % 16 / 4) + 4 * r + j % 4];
+    if j < 16 {
+        byte & 0xf
+    } else {
+        byte >> 4
     }
 }
 

@@ -17,18 +17,11 @@ impl Packing for Q5_0 {
     const OFFSET: i32 = 16;
 
     fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize) {
-        group_block[16 + 4 * r..][..4].copy_from_slice(&stored[2..6]);
-        for u in 0..4 {
-            group_block[QS + 32 * u + 4 * r..][..4].copy_from_slice(&stored[6 + 4 * u..][..4]);
-        }
+        super::q5_1::pack_five_bits(&stored[2..22], &mut group_block[16..], r);
     }
 
     fn value(group_block: &[u8], r: usize, j: usize) -> i32 {
-        let q = &group_block[16 + 4 * r..];
-        let qh = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
-        let byte = group_block[QS + 32 * (j % 16 / 4) + 4 * r + j % 4];
-        let nibble = if j < 16 { byte & 0xf } else { byte >> 4 };
-        (nibble as u32 | ((qh >> j) & 1) << 4) as i32
+        super::q5_1::five_bit_value(&group_block[16..], r, j)
     }
 }
 

@@ -17,19 +17,27 @@ impl Packing for Q5_1 {
     const HAS_MIN: bool = true;
 
     fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize) {
-        group_block[32 + 4 * r..][..4].copy_from_slice(&stored[4..8]);
-        for u in 0..4 {
-            group_block[QS + 32 * u + 4 * r..][..4].copy_from_slice(&stored[8 + 4 * u..][..4]);
-        }
+        pack_five_bits(&stored[4..24], &mut group_block[32..], r);
     }
 
     fn value(group_block: &[u8], r: usize, j: usize) -> i32 {
-        let q = &group_block[32 + 4 * r..];
-        let qh = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
-        let byte = group_block[QS + 32 * (j % 16 / 4) + 4 * r + j % 4];
-        let nibble = if j < 16 { byte & 0xf } else { byte >> 4 };
-        (nibble as u32 | ((qh >> j) & 1) << 4) as i32
+        five_bit_value(&group_block[32..], r, j)
     }
+}
+
+/// Writes row `r`'s stored `qh` (4 bytes) and 16 nibble bytes into `[qh of 8 rows][4 × 32
+/// nibble bytes]` at `out`.
+pub(super) fn pack_five_bits(stored: &[u8], out: &mut [u8], r: usize) {
+    out[4 * r..][..4].copy_from_slice(&stored[..4]);
+    super::q4_1::pack_nibbles(&stored[4..20], &mut out[ROWS * 4..], r);
+}
+
+/// Value `j` of row `r` in a `[qh of 8 rows][nibbles]` run as [`pack_five_bits`] writes it.
+pub(super) fn five_bit_value(packed: &[u8], r: usize, j: usize) -> i32 {
+    let q = &packed[4 * r..];
+    let qh = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+    let nibble = super::q4_1::nibble(&packed[ROWS * 4..], r, j);
+    (nibble as u32 | ((qh >> j) & 1) << 4) as i32
 }
 
 /// 16 where value 4t + i of lane r (byte i of the lane) has its fifth bit set in `qh`.

@@ -21,20 +21,12 @@ impl Packing for Q8Halves {
     const HALF_SCALES: bool = true;
 
     fn pack_values(stored: &[u8], group_block: &mut [u8], r: usize) {
-        for t in 0..8 {
-            group_block[32 + 32 * t + 4 * r..][..4].copy_from_slice(&stored[4 + 4 * t..][..4]);
-        }
+        super::q8_0::pack_bytes(&stored[4..36], &mut group_block[32..], r);
     }
 
     fn value(group_block: &[u8], r: usize, j: usize) -> i32 {
-        group_block[32 + 32 * (j / 4) + 4 * r + j % 4] as i8 as i32
+        super::q8_0::byte_value(&group_block[32..], r, j)
     }
 }
 
-super::kernels_for!(Q8Halves, |blk, u| {
-    let [lo, hi] = [u, u + 4].map(|t| _mm256_loadu_si256(blk.add(32 + 32 * t).cast()));
-    [
-        (_mm256_sign_epi8(lo, lo), Some(lo)),
-        (_mm256_sign_epi8(hi, hi), Some(hi)),
-    ]
-});
+super::kernels_for!(Q8Halves, |blk, u| super::q8_0::signed_bytes(blk.add(32), u));
